@@ -1,0 +1,1 @@
+"""Benchmarks for dndm-p2p."""

@@ -1,0 +1,1 @@
+"""Protobuf messages used by the benchmarks (``bench.proto``)."""

@@ -1,0 +1,1 @@
+"""Generated demo message types (``demo.proto``) used by the examples."""

@@ -1,0 +1,395 @@
+"""The in-process router: declares intents and interests and links every matching pair.
+
+One :class:`RouteState` exists per route that has at least one intent or exact interest.  It
+holds the route's intents and the tuple of sinks (subscriber queues) that every intent of the
+route delivers to.  Links are kept *at declaration time*, never per message: when an interest
+appears, the router appends its queue to the sink tuple of every route it matches and tells each
+intent there; when it closes, the queue is removed at once.  Sending is then a loop over a tuple.
+
+Invariants, kept by doing every change synchronously in the trio thread:
+
+* a route state's ``sinks`` are exactly the open subscribers that match it (exact interests on
+  its id, plus pattern interests of its type whose pattern matches its path);
+* every intent's tracker holds exactly the ``link`` of each sink of its route, and every
+  subscriber's tracker the ``link`` of each intent of each route it is attached to;
+* a route state with no intent and no exact interest does not exist (nothing outlives its
+  owners), and a closed handle is in no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import trio
+from google.protobuf.message import Message
+
+from .errors import Closed, ConfigError, RouteError, TypeMismatch
+from .intent import Intent
+from .interest import Interest
+from .pattern import Pattern, is_pattern
+from .qos import NoInterestPolicy, Overflow, QoS
+from .queue import Sink
+from .route import PlainRoute, Route, message_full_name, parse_route
+
+__all__ = ["RouteInfo", "RouteState", "Router"]
+
+T = TypeVar("T", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """A snapshot of one route known to the router."""
+
+    route: Route
+    intents: int
+    interests: int
+
+
+class RouteState:
+    """The intents of one route and the sinks they deliver to."""
+
+    __slots__ = (
+        "_router",
+        "blocking_sinks",
+        "exact",
+        "intents",
+        "msg_type",
+        "patterned",
+        "route",
+        "sinks",
+    )
+
+    def __init__(self, router: Router, route: Route, msg_type: type[Message]) -> None:
+        self._router = router
+        self.route = route
+        self.msg_type = msg_type
+        self.intents: dict[int, Intent[Any]] = {}
+        #: Exact subscribers (their route is this route), by handle id.
+        self.exact: dict[int, Sink[Any]] = {}
+        #: Pattern subscribers attached because their pattern matches this route, by handle id.
+        self.patterned: dict[int, Sink[Any]] = {}
+        self.sinks: tuple[Sink[Any], ...] = ()
+        self.blocking_sinks: tuple[Sink[Any], ...] = ()
+
+    # -- the send path's helpers -------------------------------------------------------------------
+
+    def first_full_sink(self) -> Sink[Any] | None:
+        """A ``block`` sink with no room, if any."""
+        for sink in self.blocking_sinks:
+            if sink.room() <= 0:
+                return sink
+        return None
+
+    def min_room(self) -> int:
+        """The smallest free room among ``block`` sinks."""
+        return min(sink.room() for sink in self.blocking_sinks)
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        sinks = (*self.exact.values(), *self.patterned.values())
+        self.sinks = sinks
+        self.blocking_sinks = tuple(s for s in sinks if s.blocking)
+
+    def add_intent(self, intent: Intent[Any]) -> None:
+        """Link a new intent with every sink of the route."""
+        self.intents[intent.handle_id] = intent
+        for sink in self.sinks:
+            intent.tracker.add(sink.link)
+            sink.tracker.add(intent.link)
+
+    def remove_intent(self, intent: Intent[Any]) -> None:
+        """Unlink an intent from every sink; drop the state if nothing is left."""
+        if self.intents.pop(intent.handle_id, None) is None:
+            return
+        for sink in self.sinks:
+            sink.tracker.remove(intent.link)
+        self._router.forget_if_empty(self)
+
+    def add_sink(self, sink: Sink[Any], *, exact: bool) -> None:
+        """Attach a subscriber and link it with every intent of the route."""
+        (self.exact if exact else self.patterned)[sink.link.handle_id] = sink
+        self._rebuild()
+        for intent in self.intents.values():
+            intent.tracker.add(sink.link)
+            sink.tracker.add(intent.link)
+
+    def remove_sink(self, sink: Sink[Any]) -> None:
+        """Detach a subscriber and unlink it from every intent of the route."""
+        key = sink.link.handle_id
+        if self.exact.pop(key, None) is None and self.patterned.pop(key, None) is None:
+            return
+        self._rebuild()
+        for intent in self.intents.values():
+            intent.tracker.remove(sink.link)
+            sink.tracker.remove(intent.link)
+
+    @property
+    def empty(self) -> bool:
+        """True when no intent and no exact subscriber holds this state."""
+        return not self.intents and not self.exact
+
+
+class Router:
+    """Links intents and interests in one process.
+
+    Use it as an async context manager::
+
+        async with Router() as router:
+            async with router.subscribe("robot.arm.temp", Temperature) as temps, \\
+                       router.publish("robot.arm.temp", Temperature) as out:
+                await out.send(Temperature(celsius=21.5))
+                print(await temps.receive())
+
+    Closing the router closes every handle it made; nothing it created outlives it.  The router
+    owns one nursery, used only for callback subscribers; it never starts a task per message.
+    """
+
+    def __init__(self, *, default_qos: QoS | None = None, name: str = "") -> None:
+        """Create a router; ``default_qos`` applies to interests that give no QoS of their own."""
+        self.name = name
+        self.default_qos = default_qos or QoS()
+        self._routes: dict[str, RouteState] = {}
+        #: Pattern interests by message full name.
+        self._patterns: dict[str, dict[int, Interest[Any]]] = {}
+        self._interests: dict[int, Interest[Any]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._stack: AsyncExitStack | None = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Router:
+        if self._closed or self._stack is not None:
+            raise Closed("a router can be opened once")
+        stack = AsyncExitStack()
+        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.close()
+        stack, self._stack = self._stack, None
+        self._nursery = None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close every intent and interest; later declarations raise :class:`Closed`."""
+        if self._closed:
+            return
+        self._closed = True
+        for state in list(self._routes.values()):
+            for intent in list(state.intents.values()):
+                intent.close()
+        for interest in list(self._interests.values()):
+            interest.close()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def _check_open(self) -> trio.Nursery:
+        if self._closed:
+            raise Closed(f"router {self.name!r} is closed")
+        if self._nursery is None:
+            raise Closed("the router is not open: use 'async with Router() as router'")
+        return self._nursery
+
+    # -- declarations --------------------------------------------------------------------------
+
+    def publish(
+        self,
+        route: str | Route,
+        msg_type: type[T],
+        *,
+        no_interest: NoInterestPolicy = "drop",
+    ) -> Intent[T]:
+        """Declare an intent to send ``msg_type`` messages on ``route``.
+
+        ``route`` is a dotted path (the route becomes ``FullName@path``), a route string
+        (``Type@path`` or ``prefix#hash``) or a :class:`Route`.  ``no_interest`` says what
+        sending does when nobody listens: ``"drop"`` (count it in ``stats.unrouted``) or
+        ``"raise"`` (:class:`NoInterest`).  The intent is linked with every matching interest
+        before this returns.
+        """
+        self._check_open()
+        if no_interest not in ("drop", "raise"):
+            raise ConfigError(f"no_interest must be 'drop' or 'raise', not {no_interest!r}")
+        bound = self._resolve(route, msg_type)
+        state = self._state_for(bound, msg_type)
+        intent: Intent[T] = Intent(bound, msg_type, state, no_interest)
+        state.add_intent(intent)
+        return intent
+
+    @overload
+    def subscribe(
+        self,
+        route: str | Route,
+        msg_type: type[T],
+        *,
+        qos: QoS | None = None,
+        depth: int | None = None,
+        overflow: Overflow | str | None = None,
+        callback: None = None,
+    ) -> Interest[T]: ...
+
+    @overload
+    def subscribe(
+        self,
+        route: str | Route,
+        msg_type: type[T],
+        *,
+        qos: QoS | None = None,
+        depth: int | None = None,
+        overflow: Overflow | str | None = None,
+        callback: Callable[[T], None] | Callable[[T], Awaitable[None]],
+    ) -> Interest[T]: ...
+
+    def subscribe(
+        self,
+        route: str | Route,
+        msg_type: type[T],
+        *,
+        qos: QoS | None = None,
+        depth: int | None = None,
+        overflow: Overflow | str | None = None,
+        callback: Callable[[T], None] | Callable[[T], Awaitable[None]] | None = None,
+    ) -> Interest[T]:
+        """Declare an interest in ``msg_type`` messages on a route or a pattern.
+
+        ``route`` is a dotted path, a pattern with ``*`` (one segment) or ``**`` (any number of
+        segments), a route string or a :class:`Route`.  QoS comes from ``qos`` or the
+        ``depth``/``overflow`` shortcuts, else from the router's default.  With ``callback``
+        the router calls it for each message in a task it owns, and iterating is not needed.
+        """
+        nursery = self._check_open()
+        effective = _merge_qos(qos or self.default_qos, depth, overflow)
+        type_name = message_full_name(msg_type)
+        interest: Interest[T]
+        if isinstance(route, str) and is_pattern(route):
+            pattern = Pattern(route.partition("@")[2] if "@" in route else route)
+            if "@" in route and route.partition("@")[0] != type_name:
+                raise TypeMismatch(f"pattern {route!r} names another type than {type_name!r}")
+            interest = Interest(self, msg_type, effective, pattern=pattern, type_name=type_name)
+            self._patterns.setdefault(type_name, {})[interest.handle_id] = interest
+            for state in list(self._routes.values()):
+                if _pattern_matches(state.route, type_name, pattern):
+                    state.add_sink(interest.queue, exact=False)
+        else:
+            bound = self._resolve(route, msg_type)
+            state = self._state_for(bound, msg_type)
+            interest = Interest(self, msg_type, effective, route=bound)
+            state.add_sink(interest.queue, exact=True)
+        self._interests[interest.handle_id] = interest
+        if callback is not None:
+            nursery.start_soon(interest.run_callback, callback)
+        return interest
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def routes(self) -> list[RouteInfo]:
+        """A snapshot of every route with its number of intents and linked interests."""
+        return [
+            RouteInfo(state.route, len(state.intents), len(state.sinks))
+            for state in self._routes.values()
+        ]
+
+    def interests(self) -> list[Interest[Any]]:
+        """A snapshot of the open interests."""
+        return list(self._interests.values())
+
+    # -- internals used by handles -------------------------------------------------------------
+
+    def _resolve(self, route: str | Route, msg_type: type[T]) -> Route:
+        if isinstance(route, Route):
+            return route.bind(msg_type)
+        if not isinstance(route, str):
+            raise RouteError(f"route must be a str or Route, not {type(route).__name__}")
+        if "@" in route or "#" in route:
+            return parse_route(route).bind(msg_type)
+        return PlainRoute.of(msg_type, route)
+
+    def _state_for(self, route: Route, msg_type: type[Message]) -> RouteState:
+        state = self._routes.get(route.id)
+        if state is not None:
+            if state.msg_type is not msg_type:
+                raise TypeMismatch(
+                    f"route {route} is already declared with class "
+                    f"{state.msg_type.__module__}.{state.msg_type.__qualname__}, "
+                    f"not {msg_type.__module__}.{msg_type.__qualname__}"
+                )
+            return state
+        state = RouteState(self, route, msg_type)
+        self._routes[route.id] = state
+        if isinstance(route, PlainRoute):
+            for interest in self._patterns.get(route.type_name, {}).values():
+                if interest.pattern is not None and _pattern_matches(
+                    route, route.type_name, interest.pattern
+                ):
+                    state.add_sink(interest.queue, exact=False)
+        return state
+
+    def forget_if_empty(self, state: RouteState) -> None:
+        """Drop a route state that no intent or exact interest holds any more."""
+        if state.empty and self._routes.get(state.route.id) is state:
+            del self._routes[state.route.id]
+            for sink in list(state.patterned.values()):
+                state.remove_sink(sink)
+
+    def remove_interest(self, interest: Interest[Any]) -> None:
+        """Detach a closing interest from every route it is attached to."""
+        self._interests.pop(interest.handle_id, None)
+        sink = interest.queue
+        if interest.pattern is not None:
+            patterns = self._patterns.get(_type_key(interest))
+            if patterns is not None:
+                patterns.pop(interest.handle_id, None)
+                if not patterns:
+                    del self._patterns[_type_key(interest)]
+            for state in list(self._routes.values()):
+                if interest.handle_id in state.patterned:
+                    state.remove_sink(sink)
+        elif interest.route is not None:
+            exact_state = self._routes.get(interest.route.id)
+            if exact_state is not None:
+                exact_state.remove_sink(sink)
+                self.forget_if_empty(exact_state)
+
+    def __repr__(self) -> str:
+        return f"<Router {self.name!r} routes={len(self._routes)} closed={self._closed}>"
+
+
+def _type_key(interest: Interest[Any]) -> str:
+    return message_full_name(interest.msg_type)
+
+
+def _pattern_matches(route: Route, type_name: str, pattern: Pattern) -> bool:
+    return (
+        isinstance(route, PlainRoute)
+        and route.type_name == type_name
+        and pattern.matches(route.segments)
+    )
+
+
+def _merge_qos(base: QoS, depth: int | None, overflow: Overflow | str | None) -> QoS:
+    if depth is None and overflow is None:
+        return base
+    return QoS(
+        depth=base.depth if depth is None else depth,
+        overflow=base.overflow if overflow is None else overflow,  # type: ignore[arg-type]
+        reliable=base.reliable,
+    )

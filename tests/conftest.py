@@ -1,0 +1,70 @@
+"""Shared fixtures: an open router, and checks that no test leaks a task."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trio
+import trio.testing
+
+from dndm_p2p import Router
+
+
+def live_tasks() -> set[trio.lowlevel.Task]:
+    """Every task alive in this trio run."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    found: set[trio.lowlevel.Task] = set()
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        found.add(task)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return found
+
+
+class SpawnCounter(trio.abc.Instrument):
+    """A trio instrument that counts task spawns while installed."""
+
+    def __init__(self) -> None:
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every trio test a leak check (sync tests have no trio run to inspect)."""
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.obj = _fail_on_leaked_tasks(item.obj)
+
+
+def _fail_on_leaked_tasks(
+    test: Callable[..., Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """Wrap a trio test: after it returns, no task it started may still be alive."""
+
+    @functools.wraps(test)
+    async def checked(*args: object, **kwargs: object) -> None:
+        before = live_tasks()
+        await test(*args, **kwargs)
+        # Let tasks that were told to stop run to their end, then look for survivors.
+        await trio.testing.wait_all_tasks_blocked()
+        leaked = live_tasks() - before - {trio.lowlevel.current_task()}
+        assert not leaked, f"tasks leaked by the test: {sorted(t.name for t in leaked)}"
+
+    return checked
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[Router]:
+    """An open router; the test fails if a route or interest outlives its handles."""
+    async with Router(name="test") as r:
+        yield r
+        assert r.routes() == [], f"routes left behind: {r.routes()}"
+        assert r.interests() == [], f"interests left behind: {r.interests()}"

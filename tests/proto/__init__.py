@@ -1,0 +1,1 @@
+"""Protobuf messages used only by the test suite (``messages.proto``)."""
