@@ -157,9 +157,8 @@ class Interest(Generic[T]):
     def receive_nowait(self) -> T:
         """Return the next message if one is queued, else raise :class:`WouldBlock`."""
         queue = self.queue
-        if queue.closed:
+        if not queue.items:
             self._raise_if_closed()
-        if not len(queue):
             raise WouldBlock(f"no message queued for {self.link.route}")
         return queue.take_one()
 
@@ -195,7 +194,7 @@ class Interest(Generic[T]):
     async def __anext__(self) -> T:
         await trio.lowlevel.checkpoint_if_cancelled()
         queue = self.queue
-        if len(queue):
+        if queue.items:
             await self._maybe_yield()
             return queue.take_one()
         try:

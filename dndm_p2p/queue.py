@@ -63,7 +63,6 @@ class DeliveryQueue(Generic[T]):
 
     __slots__ = (
         "__weakref__",
-        "_buf",
         "_consumers",
         "_depth",
         "_overflow",
@@ -71,6 +70,7 @@ class DeliveryQueue(Generic[T]):
         "blocking",
         "closed",
         "dropped",
+        "items",
         "link",
         "taken",
         "tracker",
@@ -79,8 +79,9 @@ class DeliveryQueue(Generic[T]):
     def __init__(self, qos: QoS, link: LinkInfo, tracker: LinkTracker) -> None:
         self._depth = qos.depth
         self._overflow = qos.overflow
+        #: The queued messages, oldest first (consumers read it; only this class changes it).
         # A deque with maxlen evicts the oldest item on append: exactly DROP_OLDEST, done in C.
-        self._buf: deque[T] = (
+        self.items: deque[T] = (
             deque(maxlen=qos.depth) if qos.overflow is Overflow.DROP_OLDEST else deque()
         )
         self.blocking = qos.overflow is Overflow.BLOCK
@@ -93,13 +94,13 @@ class DeliveryQueue(Generic[T]):
         self._room_waiters: list[trio.lowlevel.Task] = []
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return len(self.items)
 
     # -- producer side -----------------------------------------------------------------------
 
     def offer(self, msg: T) -> None:
         """Queue one message, applying the overflow policy when full."""
-        buf = self._buf
+        buf = self.items
         if len(buf) >= self._depth:
             if self.closed:
                 return
@@ -116,7 +117,7 @@ class DeliveryQueue(Generic[T]):
         """Queue messages in order, applying the overflow policy to what does not fit."""
         if self.closed:
             return
-        buf = self._buf
+        buf = self.items
         free = self._depth - len(buf)
         count = len(msgs)
         if count > free:
@@ -133,11 +134,11 @@ class DeliveryQueue(Generic[T]):
         """Free slots; unbounded for a closed queue (producers must never wait on it)."""
         if self.closed:
             return _UNBOUNDED_ROOM
-        return self._depth - len(self._buf)
+        return self._depth - len(self.items)
 
     async def wait_room(self) -> None:
         """Park until the consumer takes something or the queue closes."""
-        if self.closed or len(self._buf) < self._depth:
+        if self.closed or len(self.items) < self._depth:
             await trio.lowlevel.checkpoint()
             return
         await _park(self._room_waiters)
@@ -146,14 +147,14 @@ class DeliveryQueue(Generic[T]):
 
     async def wait_nonempty(self) -> None:
         """Park until a message is queued; raise :class:`Closed` if the queue is closed."""
-        while not self._buf:
+        while not self.items:
             if self.closed:
                 raise Closed("interest is closed")
             await _park(self._consumers)
 
     def take(self, max_n: int) -> list[T]:
         """Remove and return up to ``max_n`` queued messages (possibly none)."""
-        buf = self._buf
+        buf = self.items
         if len(buf) <= max_n:
             items = list(buf)
             buf.clear()
@@ -167,7 +168,7 @@ class DeliveryQueue(Generic[T]):
 
     def take_one(self) -> T:
         """Remove and return the oldest message; the caller checked that there is one."""
-        item = self._buf.popleft()
+        item = self.items.popleft()
         self.taken += 1
         if self._room_waiters:
             self._wake_all(self._room_waiters)
@@ -178,7 +179,7 @@ class DeliveryQueue(Generic[T]):
     def close(self) -> None:
         """Discard queued messages and wake every consumer and blocked producer."""
         self.closed = True
-        self._buf.clear()
+        self.items.clear()
         self._wake_all(self._consumers)
         self._wake_all(self._room_waiters)
 

@@ -472,3 +472,24 @@ async def test_routes_snapshot(router: Router) -> None:
     async with router.publish("x", Foo), router.subscribe("x", Foo), router.subscribe("x.**", Foo):
         (info,) = router.routes()
         assert (str(info.route), info.intents, info.interests) == ("dndm.test.Foo@x", 1, 2)
+
+
+async def test_a_busy_producer_lets_other_tasks_run(router: Router) -> None:
+    """send() skips most schedule points for speed, but never starves the rest of the program."""
+    ticks = 0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with router.publish("x", Foo) as out, router.subscribe("x", Foo, depth=16) as sub:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            for _ in range(1000):
+                await out.send(Foo())
+            stop = True
+        assert ticks >= 1000 // 64 - 1
+        assert sub.stats.dropped == 1000 - 16
