@@ -70,7 +70,7 @@ class LinkTracker:
     __slots__ = ("_changed", "_closed", "_links", "_version")
 
     def __init__(self) -> None:
-        self._links: dict[tuple[int, str], LinkInfo] = {}
+        self._links: dict[tuple[str, int, str], LinkInfo] = {}
         self._version = 0
         self._changed = trio.Event()
         self._closed = False
@@ -97,14 +97,14 @@ class LinkTracker:
 
     def add(self, info: LinkInfo) -> None:
         """Record a new link (idempotent)."""
-        key = (info.handle_id, info.route.id)
+        key = _key(info)
         if key not in self._links:
             self._links[key] = info
             self._bump()
 
     def remove(self, info: LinkInfo) -> None:
         """Forget a link (idempotent)."""
-        if self._links.pop((info.handle_id, info.route.id), None) is not None:
+        if self._links.pop(_key(info), None) is not None:
             self._bump()
 
     def close(self) -> None:
@@ -180,5 +180,9 @@ class LinkEvents(AsyncIterator[LinkEvent]):
         return self._pending.pop(0)
 
 
-def _order(info: LinkInfo) -> tuple[int, str]:
-    return (info.handle_id, info.route.id)
+def _key(info: LinkInfo) -> tuple[str, int, str]:
+    # Handle ids are unique per process only: the peer is part of a remote handle's identity.
+    return (info.peer or "", info.handle_id, info.route.id)
+
+
+_order = _key

@@ -22,20 +22,22 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 import trio
 from google.protobuf.message import Message
 
-from .errors import Closed, ConfigError, RouteError, TypeMismatch
+from .errors import Closed, ConfigError, RouteError, TypeMismatch, UnknownRoute
 from .intent import Intent
 from .interest import Interest
+from .links import LinkInfo, LinkTracker
+from .nurseries import open_owned_nursery
 from .pattern import Pattern, is_pattern
 from .qos import NoInterestPolicy, Overflow, QoS
 from .queue import Sink
 from .route import PlainRoute, Route, message_full_name, parse_route
 
-__all__ = ["RouteInfo", "RouteState", "Router"]
+__all__ = ["RouteInfo", "RouteState", "Router", "RouterObserver", "Source"]
 
 T = TypeVar("T", bound=Message)
 
@@ -49,14 +51,41 @@ class RouteInfo:
     interests: int
 
 
+class Source(Protocol):
+    """Something that feeds a route: a local :class:`Intent`, or the node's inbound remote link.
+
+    A remote source (``link.peer`` set) delivers to local sinks only: messages travel one hop.
+    """
+
+    link: LinkInfo
+    tracker: LinkTracker
+
+
+class RouterObserver(Protocol):
+    """Told synchronously when a local intent or interest is declared or withdrawn (the node
+    uses this to advertise them to peers)."""
+
+    def declared(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """A local handle was declared."""
+
+    def withdrawn(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """A local handle closed."""
+
+
+def _linkable(source: Source, sink: Sink[Any]) -> bool:
+    return source.link.peer is None or sink.link.peer is None
+
+
 class RouteState:
-    """The intents of one route and the sinks they deliver to."""
+    """The sources (intents) of one route and the sinks they deliver to."""
 
     __slots__ = (
         "_router",
         "blocking_sinks",
         "exact",
         "intents",
+        "local_blocking_sinks",
+        "local_sinks",
         "msg_type",
         "patterned",
         "route",
@@ -67,26 +96,37 @@ class RouteState:
         self._router = router
         self.route = route
         self.msg_type = msg_type
-        self.intents: dict[int, Intent[Any]] = {}
-        #: Exact subscribers (their route is this route), by handle id.
+        #: Local intents and remote sources, by object identity.
+        self.intents: dict[int, Source] = {}
+        #: Exact subscribers (their route is this route), by object identity.
         self.exact: dict[int, Sink[Any]] = {}
-        #: Pattern subscribers attached because their pattern matches this route, by handle id.
+        #: Pattern subscribers attached because their pattern matches this route.
         self.patterned: dict[int, Sink[Any]] = {}
+        #: Every sink: where a local intent delivers.
         self.sinks: tuple[Sink[Any], ...] = ()
         self.blocking_sinks: tuple[Sink[Any], ...] = ()
+        #: Sinks in this process: where a remote source delivers.
+        self.local_sinks: tuple[Sink[Any], ...] = ()
+        self.local_blocking_sinks: tuple[Sink[Any], ...] = ()
 
     # -- the send path's helpers -------------------------------------------------------------------
 
-    def first_full_sink(self) -> Sink[Any] | None:
+    def first_full_sink(self, local_only: bool = False) -> Sink[Any] | None:
         """A ``block`` sink with no room, if any."""
-        for sink in self.blocking_sinks:
+        for sink in self.local_blocking_sinks if local_only else self.blocking_sinks:
             if sink.room() <= 0:
                 return sink
         return None
 
-    def min_room(self) -> int:
+    def min_room(self, local_only: bool = False) -> int:
         """The smallest free room among ``block`` sinks."""
-        return min(sink.room() for sink in self.blocking_sinks)
+        sinks = self.local_blocking_sinks if local_only else self.blocking_sinks
+        return min(sink.room() for sink in sinks)
+
+    @property
+    def has_local_intent(self) -> bool:
+        """True when at least one intent of this process publishes the route."""
+        return any(source.link.peer is None for source in self.intents.values())
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -94,43 +134,49 @@ class RouteState:
         sinks = (*self.exact.values(), *self.patterned.values())
         self.sinks = sinks
         self.blocking_sinks = tuple(s for s in sinks if s.blocking)
+        self.local_sinks = tuple(s for s in sinks if s.link.peer is None)
+        self.local_blocking_sinks = tuple(s for s in self.local_sinks if s.blocking)
 
-    def add_intent(self, intent: Intent[Any]) -> None:
-        """Link a new intent with every sink of the route."""
-        self.intents[intent.handle_id] = intent
+    def add_intent(self, source: Source) -> None:
+        """Link a new source with every sink it may deliver to."""
+        self.intents[id(source)] = source
         for sink in self.sinks:
-            intent.tracker.add(sink.link)
-            sink.tracker.add(intent.link)
+            if _linkable(source, sink):
+                source.tracker.add(sink.link)
+                sink.tracker.add(source.link)
 
-    def remove_intent(self, intent: Intent[Any]) -> None:
-        """Unlink an intent from every sink; drop the state if nothing is left."""
-        if self.intents.pop(intent.handle_id, None) is None:
+    def remove_intent(self, source: Source) -> None:
+        """Unlink a source from every sink; drop the state if nothing is left."""
+        if self.intents.pop(id(source), None) is None:
             return
         for sink in self.sinks:
-            sink.tracker.remove(intent.link)
+            sink.tracker.remove(source.link)
+        if source.link.peer is None:
+            self._router.notify_withdrawn(source)  # type: ignore[arg-type]
         self._router.forget_if_empty(self)
 
     def add_sink(self, sink: Sink[Any], *, exact: bool) -> None:
-        """Attach a subscriber and link it with every intent of the route."""
-        (self.exact if exact else self.patterned)[sink.link.handle_id] = sink
+        """Attach a subscriber and link it with every source that may deliver to it."""
+        (self.exact if exact else self.patterned)[id(sink)] = sink
         self._rebuild()
-        for intent in self.intents.values():
-            intent.tracker.add(sink.link)
-            sink.tracker.add(intent.link)
+        for source in self.intents.values():
+            if _linkable(source, sink):
+                source.tracker.add(sink.link)
+                sink.tracker.add(source.link)
 
     def remove_sink(self, sink: Sink[Any]) -> None:
-        """Detach a subscriber and unlink it from every intent of the route."""
-        key = sink.link.handle_id
+        """Detach a subscriber and unlink it from every source."""
+        key = id(sink)
         if self.exact.pop(key, None) is None and self.patterned.pop(key, None) is None:
             return
         self._rebuild()
-        for intent in self.intents.values():
-            intent.tracker.remove(sink.link)
-            sink.tracker.remove(intent.link)
+        for source in self.intents.values():
+            source.tracker.remove(sink.link)
+            sink.tracker.remove(source.link)
 
     @property
     def empty(self) -> bool:
-        """True when no intent and no exact subscriber holds this state."""
+        """True when no source and no exact subscriber holds this state."""
         return not self.intents and not self.exact
 
 
@@ -160,6 +206,7 @@ class Router:
         self._nursery: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
         self._closed = False
+        self._observers: list[RouterObserver] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -167,7 +214,7 @@ class Router:
         if self._closed or self._stack is not None:
             raise Closed("a router can be opened once")
         stack = AsyncExitStack()
-        self._nursery = await stack.enter_async_context(trio.open_nursery())
+        self._nursery = await stack.enter_async_context(open_owned_nursery())
         self._stack = stack
         return self
 
@@ -195,8 +242,11 @@ class Router:
             return
         self._closed = True
         for state in list(self._routes.values()):
-            for intent in list(state.intents.values()):
-                intent.close()
+            for source in list(state.intents.values()):
+                if isinstance(source, Intent):
+                    source.close()
+                else:
+                    state.remove_intent(source)
         for interest in list(self._interests.values()):
             interest.close()
         if self._nursery is not None:
@@ -233,6 +283,8 @@ class Router:
         state = self._state_for(bound, msg_type)
         intent: Intent[T] = Intent(bound, msg_type, state, no_interest)
         state.add_intent(intent)
+        for observer in self._observers:
+            observer.declared(intent)
         return intent
 
     @overload
@@ -297,6 +349,8 @@ class Router:
         self._interests[interest.handle_id] = interest
         if callback is not None:
             nursery.start_soon(interest.run_callback, callback)
+        for observer in self._observers:
+            observer.declared(interest)
         return interest
 
     # -- introspection ---------------------------------------------------------------------------
@@ -311,6 +365,77 @@ class Router:
     def interests(self) -> list[Interest[Any]]:
         """A snapshot of the open interests."""
         return list(self._interests.values())
+
+    def intents(self) -> list[Intent[Any]]:
+        """A snapshot of the open local intents."""
+        return [
+            source
+            for state in self._routes.values()
+            for source in state.intents.values()
+            if isinstance(source, Intent)
+        ]
+
+    def matching_interests(self, route: Route) -> list[Interest[Any]]:
+        """Local interests that want ``route``: by its id, or by pattern for a plain route."""
+        found: list[Interest[Any]] = []
+        for interest in self._interests.values():
+            if interest.route is not None:
+                if interest.route == route:
+                    found.append(interest)
+            elif interest.pattern is not None and _pattern_matches(
+                route, message_full_name(interest.msg_type), interest.pattern
+            ):
+                found.append(interest)
+        return found
+
+    def state(self, route: Route) -> RouteState | None:
+        """The state of ``route``, if any intent or exact interest holds it."""
+        return self._routes.get(route.id)
+
+    # -- extension points for transports (the node) ----------------------------------------------
+
+    def add_observer(self, observer: RouterObserver) -> None:
+        """Be told of every local declaration and withdrawal from now on."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: RouterObserver) -> None:
+        """Stop telling ``observer``."""
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def notify_withdrawn(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """Tell the observers that a local handle closed (called by the handles' close)."""
+        for observer in list(self._observers):
+            observer.withdrawn(handle)
+
+    def attach_remote_sink(self, route: Route, sink: Sink[Any]) -> RouteState:
+        """Attach a peer's subscription as a sink of a route this process publishes.
+
+        Raises :class:`UnknownRoute` when no local intent publishes ``route``.
+        """
+        self._check_open()
+        state = self._routes.get(route.id)
+        if state is None or not state.has_local_intent:
+            raise UnknownRoute(f"no local intent publishes {route}")
+        state.add_sink(sink, exact=True)
+        return state
+
+    def detach_sink(self, state: RouteState, sink: Sink[Any]) -> None:
+        """Detach a sink attached with :meth:`attach_remote_sink`."""
+        state.remove_sink(sink)
+        self.forget_if_empty(state)
+
+    def attach_source(self, route: Route, msg_type: type[Message], source: Source) -> RouteState:
+        """Attach a remote source (a peer's intent) so that it feeds the local subscribers."""
+        self._check_open()
+        bound = route.bind(msg_type)
+        state = self._state_for(bound, msg_type)
+        state.add_intent(source)
+        return state
+
+    def detach_source(self, state: RouteState, source: Source) -> None:
+        """Detach a source attached with :meth:`attach_source`."""
+        state.remove_intent(source)
 
     # -- internals used by handles -------------------------------------------------------------
 
@@ -352,7 +477,8 @@ class Router:
 
     def remove_interest(self, interest: Interest[Any]) -> None:
         """Detach a closing interest from every route it is attached to."""
-        self._interests.pop(interest.handle_id, None)
+        if self._interests.pop(interest.handle_id, None) is not None:
+            self.notify_withdrawn(interest)
         sink = interest.queue
         if interest.pattern is not None:
             patterns = self._patterns.get(_type_key(interest))
@@ -361,7 +487,7 @@ class Router:
                 if not patterns:
                     del self._patterns[_type_key(interest)]
             for state in list(self._routes.values()):
-                if interest.handle_id in state.patterned:
+                if id(sink) in state.patterned:
                     state.remove_sink(sink)
         elif interest.route is not None:
             exact_state = self._routes.get(interest.route.id)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protocols.v1 import common_pb2 as protocols_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protocols/v1/data.proto\x12\x07\x64ndm.v1\x1a\x19protocols/v1/common.proto\"\x83\x01\n\x08LinkOpen\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0f\n\x07link_id\x18\x02 \x01(\x04\x12\x19\n\x03qos\x18\x03 \x01(\x0b\x32\x0c.dndm.v1.QoS\x12$\n\x06\x63hosen\x18\x04 \x01(\x0e\x32\x14.dndm.v1.Compression\x12\x16\n\x0einitial_credit\x18\x05 \x01(\r\"\xd3\x01\n\tDataBatch\x12\x0f\n\x07link_id\x18\x01 \x01(\x04\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x04\x12\x10\n\x08messages\x18\x03 \x03(\x0c\x12\x15\n\rtimestamps_us\x18\x04 \x03(\x04\x12)\n\x0b\x63ompression\x18\x05 \x01(\x0e\x32\x14.dndm.v1.Compression\x12\x12\n\ncompressed\x18\x06 \x01(\x0c\x12\x1a\n\x12\x64ropped_since_last\x18\x07 \x01(\r\x12\x19\n\x11uncompressed_size\x18\x08 \x01(\r\"T\n\x03\x41\x63k\x12\x0f\n\x07link_id\x18\x01 \x01(\x04\x12\x1b\n\x13\x63umulative_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17protocols/v1/data.proto\x12\x07\x64ndm.v1\x1a\x19protocols/v1/common.proto\"\x99\x01\n\x08LinkOpen\x12\r\n\x05route\x18\x01 \x01(\t\x12\x0f\n\x07link_id\x18\x02 \x01(\x04\x12\x19\n\x03qos\x18\x03 \x01(\x0b\x32\x0c.dndm.v1.QoS\x12$\n\x06\x63hosen\x18\x04 \x01(\x0e\x32\x14.dndm.v1.Compression\x12\x16\n\x0einitial_credit\x18\x05 \x01(\r\x12\x14\n\x0cresume_after\x18\x06 \x01(\x04\"\xd3\x01\n\tDataBatch\x12\x0f\n\x07link_id\x18\x01 \x01(\x04\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x04\x12\x10\n\x08messages\x18\x03 \x03(\x0c\x12\x15\n\rtimestamps_us\x18\x04 \x03(\x04\x12)\n\x0b\x63ompression\x18\x05 \x01(\x0e\x32\x14.dndm.v1.Compression\x12\x12\n\ncompressed\x18\x06 \x01(\x0c\x12\x1a\n\x12\x64ropped_since_last\x18\x07 \x01(\r\x12\x19\n\x11uncompressed_size\x18\x08 \x01(\r\"T\n\x03\x41\x63k\x12\x0f\n\x07link_id\x18\x01 \x01(\x04\x12\x1b\n\x13\x63umulative_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\x12\x0f\n\x07\x64ropped\x18\x04 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.v1.data_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LINKOPEN']._serialized_start=64
-  _globals['_LINKOPEN']._serialized_end=195
-  _globals['_DATABATCH']._serialized_start=198
-  _globals['_DATABATCH']._serialized_end=409
-  _globals['_ACK']._serialized_start=411
-  _globals['_ACK']._serialized_end=495
+  _globals['_LINKOPEN']._serialized_end=217
+  _globals['_DATABATCH']._serialized_start=220
+  _globals['_DATABATCH']._serialized_end=431
+  _globals['_ACK']._serialized_start=433
+  _globals['_ACK']._serialized_end=517
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,7 @@ class LinkOpen(_message.Message):
     QOS_FIELD_NUMBER: _builtins.int
     CHOSEN_FIELD_NUMBER: _builtins.int
     INITIAL_CREDIT_FIELD_NUMBER: _builtins.int
+    RESUME_AFTER_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """The exact route of the link (`Type@path` or `prefix#hash`)."""
     link_id: _builtins.int
@@ -49,6 +50,12 @@ class LinkOpen(_message.Message):
     """Number of messages the publisher may send before the first Ack grants
     more (credit-based flow control).
     """
+    resume_after: _builtins.int
+    """Reliable links only: the last sequence number the subscriber delivered on
+    an earlier stream of the same link (same link_id, same route). The
+    publisher resends what it still holds after it, so a link resumes across
+    a reconnection with nothing lost and nothing twice. 0 = a new link.
+    """
     @_builtins.property
     def qos(self) -> _common_pb2.QoS:
         """Quality of service of the link."""
@@ -61,10 +68,11 @@ class LinkOpen(_message.Message):
         qos: _common_pb2.QoS | None = ...,
         chosen: _common_pb2.Compression.ValueType = ...,
         initial_credit: _builtins.int = ...,
+        resume_after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["qos", b"qos"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chosen", b"chosen", "initial_credit", b"initial_credit", "link_id", b"link_id", "qos", b"qos", "route", b"route"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chosen", b"chosen", "initial_credit", b"initial_credit", "link_id", b"link_id", "qos", b"qos", "resume_after", b"resume_after", "route", b"route"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,200 @@
+"""The subscriber's end of a remote link: a peer's intent feeding our local interests.
+
+The link is a *source* on the route (like a local intent, but it delivers to the interests of
+this process only: messages travel one hop).  It opens the data stream with a ``LinkOpen`` that
+grants the publisher an initial credit, reads ``DataBatch`` frames, decodes each message once
+and hands the same object to every local subscriber, and returns credit as it delivers.  When a
+local subscriber with the ``block`` policy is full, the link stops delivering and stops granting
+credit, so the publisher's producers wait in turn: lossless end to end, with nothing held in
+between beyond the window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from google.protobuf.message import DecodeError, Message
+
+from protocols import compression
+from protocols.framing import FrameReader, FrameWriter, parse_message
+from protocols.v1 import common_pb2, control_pb2, data_pb2, result_pb2
+
+from .adverts import qos_to_wire
+from .errors import (
+    ConnectionLost,
+    MalformedFrame,
+    PermissionDenied,
+    ProtocolError,
+    UnknownRoute,
+)
+from .links import LinkInfo, LinkTracker
+from .outbound import now_us
+from .qos import QoS
+from .route import Route
+from .router import Router, RouteState
+
+__all__ = ["InboundLink"]
+
+
+class InboundLink:
+    """One route we subscribe to at one peer (see the module docstring).
+
+    A reliable link keeps ``last_delivered`` across streams, so a new stream resumes after it.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        route: Route,
+        msg_type: type[Message],
+        peer: str,
+        link_id: int,
+        qos: QoS,
+        *,
+        compression_choice: common_pb2.Compression.ValueType,
+        max_frame_size: int,
+    ) -> None:
+        self.router = router
+        self.route = route
+        self.msg_type = msg_type
+        self.peer = peer
+        self.link_id = link_id
+        self.qos = qos
+        self.compression = compression_choice
+        self.link = LinkInfo(link_id, route, peer)
+        self.tracker = LinkTracker()
+        self.last_delivered = 0
+        self.received = 0
+        self.dropped_by_publisher = 0
+        self.unrouted = 0
+        self._max_frame_size = max_frame_size
+        self._state: RouteState | None = None
+
+    def opening(self) -> bytes:
+        """The serialized ``LinkOpen`` frame body that starts (or resumes) the link."""
+        frame = control_pb2.DataFrame(
+            open=data_pb2.LinkOpen(
+                route=str(self.route),
+                link_id=self.link_id,
+                qos=qos_to_wire(self.qos),
+                chosen=self.compression,
+                initial_credit=self.qos.depth,
+                resume_after=self.last_delivered if self.qos.reliable else 0,
+            )
+        )
+        frame.header.timestamp_us = now_us()
+        return frame.SerializeToString()
+
+    async def serve(self, reader: FrameReader, writer: FrameWriter) -> None:
+        """Open the link on a fresh stream and deliver until it ends.
+
+        Returns normally when the publisher closes the link; raises :class:`ConnectionLost`
+        when the stream breaks and a :class:`ProtocolError` when the publisher misbehaves.
+        """
+        if not self.qos.reliable:
+            self.last_delivered = 0
+        await writer.write_frames([self.opening()])
+        self._state = self.router.attach_source(self.route, self.msg_type, self)
+        try:
+            while True:
+                bodies = await reader.read_frames()
+                if not bodies:
+                    raise ConnectionLost(f"publisher {self.peer} ended the link on {self.route}")
+                credit = 0
+                for body in bodies:
+                    frame = parse_message(body, control_pb2.DataFrame)
+                    kind = frame.WhichOneof("body")
+                    if kind == "batch":
+                        credit += await self._deliver(frame.batch)
+                    elif kind == "result":
+                        _raise_result(frame.result, self.route)
+                        return
+                    else:
+                        raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
+                if credit:
+                    ack = control_pb2.DataFrame(
+                        ack=data_pb2.Ack(
+                            link_id=self.link_id,
+                            cumulative_sequence=self.last_delivered,
+                            credit=credit,
+                        )
+                    )
+                    await writer.write_frames([ack.SerializeToString()])
+        finally:
+            self.detach()
+
+    def detach(self) -> None:
+        """Unlink from the local subscribers (idempotent)."""
+        state, self._state = self._state, None
+        if state is not None:
+            self.router.detach_source(state, self)
+
+    async def _deliver(self, batch: data_pb2.DataBatch) -> int:
+        """Decode and deliver one batch; return how many messages it carried (the credit)."""
+        if batch.link_id and batch.link_id != self.link_id:
+            raise ProtocolError(f"batch for link {batch.link_id} on link {self.link_id}")
+        payloads = _payloads(batch, self._max_frame_size)
+        count = len(payloads)
+        first = batch.first_sequence
+        self.dropped_by_publisher += batch.dropped_since_last
+        if first <= self.last_delivered:
+            payloads = payloads[self.last_delivered - first + 1 :]
+            first = self.last_delivered + 1
+        elif self.qos.reliable and self.last_delivered and first != self.last_delivered + 1:
+            raise ProtocolError(
+                f"reliable link on {self.route} skipped from {self.last_delivered} to {first}"
+            )
+        if not payloads:
+            return count
+        parse = self.msg_type.FromString
+        try:
+            msgs: list[Any] = [parse(payload) for payload in payloads]
+        except DecodeError:
+            raise MalformedFrame(
+                f"a message on {self.route} is not a valid {self.msg_type.DESCRIPTOR.full_name}"
+            ) from None
+        await self._offer(msgs)
+        self.received += len(msgs)
+        self.last_delivered = first + len(payloads) - 1
+        return count
+
+    async def _offer(self, msgs: list[Any]) -> None:
+        done = 0
+        while done < len(msgs):
+            state = self._state
+            if state is None or not state.local_sinks:
+                self.unrouted += len(msgs) - done
+                return
+            chunk = len(msgs) - done
+            if state.local_blocking_sinks:
+                room = state.min_room(local_only=True)
+                if room <= 0:
+                    full = state.first_full_sink(local_only=True)
+                    if full is not None:
+                        await full.wait_room()
+                    continue
+                chunk = min(chunk, room)
+            part = msgs if chunk == len(msgs) else msgs[done : done + chunk]
+            for sink in state.local_sinks:
+                sink.offer_many(part)
+            done += chunk
+        await trio.lowlevel.checkpoint()
+
+
+def _payloads(batch: data_pb2.DataBatch, max_size: int) -> list[bytes]:
+    if batch.compression:
+        compression.decompress_batch(batch, max_size)
+    return list(batch.messages)
+
+
+def _raise_result(result: result_pb2.Result, route: Route) -> None:
+    code = result.code
+    text = f"publisher on {route}: {result.description}"
+    if code in (result_pb2.Result.OK, result_pb2.Result.CLOSED):
+        return
+    if code == result_pb2.Result.UNKNOWN_ROUTE:
+        raise UnknownRoute(text)
+    if code == result_pb2.Result.PERMISSION_DENIED:
+        raise PermissionDenied(text)
+    raise ProtocolError(f"{result_pb2.Result.Code.Name(code)}: {text}")

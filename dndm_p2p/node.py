@@ -1,0 +1,589 @@
+"""The Node: DNDM over libp2p, linking intents and interests across processes and machines.
+
+A node owns a libp2p host (Noise only, yamux, an Ed25519 identity), an in-process
+:class:`~dndm_p2p.router.Router`, and one :class:`~dndm_p2p.session.PeerSession` per connected
+peer.  Applications use the same handles as in process::
+
+    async with Node(NodeConfig(name="arm")) as node:
+        async with node.publish("robot.arm.temp", Temperature) as temps:
+            await temps.wait_interest()          # a subscriber here or on any linked peer
+            await temps.send(Temperature(celsius=21.5))
+
+Local and remote links look the same to the application: an intent's ``interests`` lists remote
+subscribers with their peer id.  The node advertises every declaration to every peer, opens a
+data link for every remote intent a local interest wants, reconnects to peers it had links with
+(exponential backoff with jitter), and resumes reliable links where they stopped.
+
+Everything runs in the node's nursery; leaving the ``async with`` block closes every handle,
+session, stream and the host, and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+from google.protobuf.message import Message
+from libp2p.abc import INotifee
+from libp2p.custom_types import TProtocol
+
+from protocols import compression
+from protocols.ids import CONTROL_PROTOCOL_ID, DATA_PROTOCOL_ID
+from protocols.v1 import advert_pb2, common_pb2, data_pb2
+
+from .adverts import advert_for
+from .config import NodeConfig
+from .errors import Closed, ConfigError, ConnectionLost, DndmError, ProtocolError, Unavailable
+from .host import HostConfig, connect, listen_addrs, running_host
+from .identity import generate_identity, load_or_create_identity
+from .inbound import InboundLink
+from .intent import Intent
+from .interest import Interest
+from .nurseries import open_owned_nursery
+from .outbound import OutboundLink
+from .qos import QoS
+from .route import Route, parse_route
+from .router import Router
+from .session import PeerSession
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost, INetConn, INetStream, INetwork
+    from libp2p.peer.id import ID
+
+__all__ = ["Node", "NodeEvent", "PeerInfo"]
+
+T = TypeVar("T", bound=Message)
+
+_MAX_KEPT_ERRORS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    """Something that happened to the node: a peer came or went, or background work failed."""
+
+    kind: str
+    peer: str | None = None
+    detail: str = ""
+    error: DndmError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """A snapshot of one connected peer."""
+
+    peer: str
+    name: str
+    addrs: tuple[str, ...]
+    rtt_us: int | None
+    routes: tuple[str, ...]
+
+
+class Node:
+    """A DNDM node on libp2p (see the module docstring)."""
+
+    def __init__(self, config: NodeConfig | None = None) -> None:
+        """Create a node; it starts when entered with ``async with``."""
+        self.config = config or NodeConfig()
+        self.name = self.config.name
+        self.router = Router(default_qos=self.config.default_qos, name=self.name)
+        self._host: IHost | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stack: AsyncExitStack | None = None
+        self._sessions: dict[str, PeerSession] = {}
+        self._starting: dict[str, trio.Event] = {}
+        self._reconnecting: dict[str, trio.CancelScope] = {}
+        #: Peers the application or the configuration asked for, with their addresses.
+        self._wanted: dict[str, list[str]] = {}
+        #: Reliable links kept for their subscriber's return, and the scope of their timer.
+        self._parked: dict[tuple[str, str, int], tuple[OutboundLink, trio.CancelScope]] = {}
+        #: Our reliable subscriptions, kept across reconnections so they resume.
+        self._reliable_in: dict[tuple[str, str], InboundLink] = {}
+        self._sequence = itertools.count(1)
+        self._event_channels: list[trio.MemorySendChannel[NodeEvent]] = []
+        self.errors: deque[DndmError] = deque(maxlen=_MAX_KEPT_ERRORS)
+        self.error_count = 0
+        self.dropped_streams = 0
+        self._closing = False
+        self._compressions = compression.available() if self.config.compression else []
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, config: NodeConfig | None = None) -> Node:
+        """The node for ``config``; use it as ``async with Node.open(config) as node``."""
+        return cls(config)
+
+    async def __aenter__(self) -> Node:
+        if self._stack is not None or self._closing:
+            raise Closed("a node can be started once")
+        key_pair = (
+            load_or_create_identity(self.config.key_file)
+            if self.config.key_file is not None
+            else generate_identity()
+        )
+        stack = AsyncExitStack()
+        try:
+            host_config = HostConfig(listen=self.config.listen, quic=self.config.quic)
+            self._host = await stack.enter_async_context(running_host(key_pair, host_config))
+            # The nursery sits inside the host: cancelling the node's tasks at shutdown must not
+            # cancel the host's own orderly close (which would also hide the block's exception).
+            self._nursery = await stack.enter_async_context(open_owned_nursery())
+            stack.push_async_callback(self._shutdown)
+            await stack.enter_async_context(self.router)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        host = self._host
+        host.set_stream_handler(TProtocol(CONTROL_PROTOCOL_ID), self._on_control_stream)
+        host.set_stream_handler(TProtocol(DATA_PROTOCOL_ID), self._on_data_stream)
+        host.get_network().register_notifee(_ConnectionWatcher(self))
+        self.router.add_observer(self)
+        for addr in self.config.peers:
+            self._wanted.setdefault(_peer_of(addr), []).append(addr)
+            self._schedule_reconnect(_peer_of(addr), first_delay=0.0)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        self._closing = True
+        self.router.close()
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    async def _shutdown(self) -> None:
+        """Close sessions and links before the host goes away (runs inside the nursery)."""
+        self._closing = True
+        self.router.close()
+        for link, scope in self._parked.values():
+            scope.cancel()
+            link.detach()
+        self._parked.clear()
+        for session in list(self._sessions.values()):
+            session.close()
+        for scope in self._reconnecting.values():
+            scope.cancel()
+        for channel in self._event_channels:
+            channel.close()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    @property
+    def host(self) -> IHost:
+        """The libp2p host (only while the node runs)."""
+        if self._host is None:
+            raise Closed("the node is not running")
+        return self._host
+
+    @property
+    def peer_id(self) -> str:
+        """This node's libp2p peer id."""
+        return str(self.host.get_id())
+
+    @property
+    def addrs(self) -> list[str]:
+        """Where peers can reach this node, as ``/…/p2p/<id>`` multiaddrs."""
+        return [str(a) for a in listen_addrs(self.host)]
+
+    # -- declarations --------------------------------------------------------------------------
+
+    def publish(self, route: str | Route, msg_type: type[T], **options: Any) -> Intent[T]:
+        """Declare an intent, here and at every peer (see :meth:`Router.publish`)."""
+        return self.router.publish(route, msg_type, **options)
+
+    def subscribe(self, route: str | Route, msg_type: type[T], **options: Any) -> Interest[T]:
+        """Declare an interest, here and at every peer (see :meth:`Router.subscribe`).
+
+        ``reliable=True`` asks remote publishers for acknowledged, resumable delivery.
+        """
+        reliable = options.pop("reliable", None)
+        if reliable is not None:
+            base = options.pop("qos", None) or self.config.default_qos
+            options["qos"] = QoS(
+                options.pop("depth", None) or base.depth,
+                options.pop("overflow", None) or base.overflow,
+                bool(reliable),
+            )
+        return self.router.subscribe(route, msg_type, **options)
+
+    # -- peers ---------------------------------------------------------------------------------
+
+    async def connect(self, addr: str, *, keep: bool = True) -> str:
+        """Connect to a peer (``/ip4/…/tcp/…/p2p/<id>``) and wait for its hello.
+
+        With ``keep`` the node reconnects to it whenever the connection drops.  Raises
+        :class:`Unavailable` when it cannot be reached.
+        """
+        peer_id = await connect(self.host, addr, timeout=self.config.handshake_timeout)
+        peer = str(peer_id)
+        if keep and addr not in self._wanted.setdefault(peer, []):
+            self._wanted[peer].append(addr)
+        session = await self._session(peer_id)
+        with trio.move_on_after(self.config.handshake_timeout) as scope:
+            await session.hello_received.wait()
+        if scope.cancelled_caught:
+            raise Unavailable(f"{peer} connected but sent no hello")
+        return peer
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers with a running session."""
+        found = []
+        for session in self._sessions.values():
+            if not session.running:
+                continue
+            addrs = tuple(str(a) for a in self.host.get_peerstore().addrs(session.peer_id))
+            found.append(
+                PeerInfo(
+                    session.peer,
+                    session.remote_name,
+                    addrs,
+                    session.stats.rtt_us,
+                    tuple(session.linked_routes()),
+                )
+            )
+        return found
+
+    def session(self, peer: str) -> PeerSession | None:
+        """The running session with ``peer``, if any."""
+        session = self._sessions.get(peer)
+        return session if session is not None and session.running else None
+
+    @asynccontextmanager
+    async def events(self, buffer: int = 256) -> AsyncIterator[trio.MemoryReceiveChannel[NodeEvent]]:
+        """Receive the node's events (peers connected and lost, errors) while in the block.
+
+        A consumer that falls more than ``buffer`` events behind misses the newest ones.
+        """
+        send, receive = trio.open_memory_channel[NodeEvent](buffer)
+        self._event_channels.append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            if send in self._event_channels:
+                self._event_channels.remove(send)
+            send.close()
+
+    def _emit(self, event: NodeEvent) -> None:
+        for channel in list(self._event_channels):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                continue
+            except trio.ClosedResourceError:
+                self._event_channels.remove(channel)
+
+    def report_error(self, error: DndmError, *, peer: str | None = None) -> None:
+        """Record an error of background work and deliver it as an event."""
+        self.errors.append(error)
+        self.error_count += 1
+        self._emit(NodeEvent("error", peer, str(error), error))
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    async def _session(self, peer_id: ID) -> PeerSession:
+        peer = str(peer_id)
+        while True:
+            session = self._sessions.get(peer)
+            if session is not None and not session.ended.is_set():
+                if session.running:
+                    return session
+            starting = self._starting.get(peer)
+            if starting is None:
+                break
+            await starting.wait()
+        if self._closing or self._nursery is None:
+            raise Closed("the node is closing")
+        starting = self._starting[peer] = trio.Event()
+        try:
+            session = PeerSession(self, peer_id)
+            self._sessions[peer] = session
+            await self._nursery.start(session.run)
+        finally:
+            del self._starting[peer]
+            starting.set()
+        self._emit(NodeEvent("peer_connected", peer))
+        return session
+
+    def session_ended(self, session: PeerSession) -> None:
+        """Called by a session as it ends: forget it, tell the application, maybe reconnect."""
+        if self._sessions.get(session.peer) is session:
+            del self._sessions[session.peer]
+        detail = str(session.error) if session.error is not None else ""
+        self._emit(NodeEvent("peer_disconnected", session.peer, detail, session.error))
+        if self._closing:
+            return
+        if self._nursery is not None:
+            self._nursery.start_soon(self._drop_connection, session.peer_id)
+        had_links = bool(session.inbound or session.outbound)
+        if session.peer in self._wanted or had_links:
+            self._schedule_reconnect(session.peer)
+
+    async def _drop_connection(self, peer_id: ID) -> None:
+        try:
+            await self.host.disconnect(peer_id)
+        except Exception as exc:  # noqa: BLE001 - py-libp2p raises assorted errors here
+            self.report_error(Unavailable(f"closing the connection to {peer_id}: {exc}"))
+
+    def _schedule_reconnect(self, peer: str, first_delay: float | None = None) -> None:
+        if self._closing or self._nursery is None or peer in self._reconnecting:
+            return
+        scope = trio.CancelScope()
+        self._reconnecting[peer] = scope
+        self._nursery.start_soon(self._reconnect, peer, scope, first_delay)
+
+    async def _reconnect(
+        self, peer: str, scope: trio.CancelScope, first_delay: float | None
+    ) -> None:
+        config = self.config
+        explicit = peer in self._wanted
+        limit = None if explicit else config.reconnect_attempts
+        delay = config.reconnect_initial
+        try:
+            with scope:
+                for attempt in itertools.count(1):
+                    wait = delay if first_delay is None or attempt > 1 else first_delay
+                    await trio.sleep(wait * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, config.reconnect_max)
+                    if self.session(peer) is not None:
+                        return
+                    for addr in self._addresses_of(peer):
+                        try:
+                            await self.connect(addr, keep=explicit)
+                        except (Unavailable, Closed):
+                            continue
+                        return
+                    if limit is not None and attempt >= limit:
+                        self.report_error(Unavailable(f"gave up reconnecting to {peer}"), peer=peer)
+                        return
+        finally:
+            if self._reconnecting.get(peer) is scope:
+                del self._reconnecting[peer]
+
+    def _addresses_of(self, peer: str) -> list[str]:
+        if peer in self._wanted:
+            return list(self._wanted[peer])
+        try:
+            from libp2p.peer.id import ID
+
+            addrs = self.host.get_peerstore().addrs(ID.from_base58(peer))
+        except Exception:  # noqa: BLE001 - an unknown peer simply has no address
+            return []
+        return [f"{addr}/p2p/{peer}" for addr in addrs if "/p2p/" not in str(addr)]
+
+    # -- stream handlers ---------------------------------------------------------------------------
+
+    async def _on_control_stream(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        try:
+            session = await self._session(peer_id)
+        except Closed:
+            await stream.reset()
+            return
+        session.nursery.start_soon(session.serve_control, stream)
+
+    async def _on_data_stream(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        try:
+            session = await self._session(peer_id)
+        except Closed:
+            await stream.reset()
+            return
+        if len(session.outbound) >= self.config.max_links_per_peer:
+            self.dropped_streams += 1
+            self.report_error(
+                ProtocolError(f"{peer_id} opened more than {self.config.max_links_per_peer} links"),
+                peer=str(peer_id),
+            )
+            await stream.reset()
+            return
+        session.nursery.start_soon(session.serve_data, stream)
+
+    # -- links -------------------------------------------------------------------------------------
+
+    def capabilities(self) -> common_pb2.Capabilities:
+        """What this node offers its peers."""
+        return common_pb2.Capabilities(
+            compression=self._compressions,
+            reliability=True,
+            max_frame_size=self.config.max_frame_size,
+            max_batch_messages=4096,
+        )
+
+    def advert(self, handle: Intent[Any] | Interest[Any], *, register: bool) -> advert_pb2.Advert:
+        """The advert of a local handle, with the next sequence number."""
+        return advert_for(handle, register=register, sequence=next(self._sequence))
+
+    def inbound_link(
+        self, session: PeerSession, route: Route, msg_type: type[Message], qos: QoS
+    ) -> InboundLink:
+        """The link for a subscription of ours to ``route`` at the session's peer."""
+        key = (session.peer, route.id)
+        if qos.reliable:
+            existing = self._reliable_in.get(key)
+            if existing is not None and existing.msg_type is msg_type:
+                existing.qos = qos
+                return existing
+        theirs = list(session.remote_capabilities.compression) if session.remote_capabilities else []
+        link = InboundLink(
+            self.router,
+            route,
+            msg_type,
+            session.peer,
+            next(_link_ids),
+            qos,
+            compression_choice=compression.negotiate(self._compressions, theirs),
+            max_frame_size=self.config.max_frame_size,
+        )
+        if qos.reliable:
+            self._reliable_in[key] = link
+        return link
+
+    def outbound_link(self, session: PeerSession, opening: data_pb2.LinkOpen) -> OutboundLink:
+        """Accept a peer's LinkOpen: a new link, or a parked reliable one that resumes."""
+        try:
+            route = parse_route(opening.route)
+        except DndmError as exc:
+            raise ProtocolError(f"LinkOpen has an invalid route: {exc}") from None
+        if opening.chosen not in (common_pb2.COMPRESSION_NONE, *self._compressions):
+            raise ProtocolError(f"LinkOpen chose compression {opening.chosen}, not offered")
+        if not 0 < opening.initial_credit <= 1 << 20:
+            raise ProtocolError(f"LinkOpen grants {opening.initial_credit} credit")
+        key = (session.peer, route.id, opening.link_id)
+        parked = self._parked.pop(key, None)
+        if parked is not None:
+            link, timer = parked
+            timer.cancel()
+            link.resume(opening)
+            return link
+        link = OutboundLink(
+            self.router,
+            route,
+            session.peer,
+            opening,
+            message_ttl=self.config.message_ttl,
+            max_frame_size=self.config.max_frame_size,
+        )
+        link.attach()
+        return link
+
+    def park_reliable(self, link: OutboundLink) -> None:
+        """Keep a reliable link attached while its subscriber is away, for a grace period."""
+        if self._closing or self._nursery is None:
+            link.detach()
+            return
+        scope = trio.CancelScope()
+        self._parked[(link.peer, link.route.id, link.link_id)] = (link, scope)
+        self._nursery.start_soon(self._expire_parked, link, scope)
+
+    async def _expire_parked(self, link: OutboundLink, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep(self.config.reliable_grace)
+            key = (link.peer, link.route.id, link.link_id)
+            if self._parked.get(key, (None,))[0] is link:
+                del self._parked[key]
+                link.detach()
+
+    # -- the router observer: advertise local declarations -------------------------------------------
+
+    def declared(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """A local handle appeared: tell every peer, and open links it needs."""
+        advert = self.advert(handle, register=True)
+        for session in list(self._sessions.values()):
+            if session.running:
+                session.queue_advert(advert)
+                if isinstance(handle, Interest):
+                    session.reconcile()
+
+    def withdrawn(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """A local handle closed: tell every peer, and close links nobody needs any more."""
+        if self._closing:
+            return
+        advert = self.advert(handle, register=False)
+        for session in list(self._sessions.values()):
+            if not session.running:
+                continue
+            session.queue_advert(advert)
+            if isinstance(handle, Interest):
+                session.reconcile()
+        if isinstance(handle, Intent):
+            state = self.router.state(handle.route)
+            if state is None or not state.has_local_intent:
+                self._close_outbound(handle.route)
+
+    def _close_outbound(self, route: Route) -> None:
+        for session in self._sessions.values():
+            for link in list(session.outbound):
+                if link.route == route:
+                    link.queue.close()
+        for key, (link, scope) in list(self._parked.items()):
+            if link.route == route:
+                del self._parked[key]
+                scope.cancel()
+                link.detach()
+
+
+_link_ids = itertools.count(1)
+
+
+def _peer_of(addr: str) -> str:
+    _, sep, peer = addr.rpartition("/p2p/")
+    if not sep or not peer or "/" in peer:
+        raise ConfigError(f"{addr!r} has no /p2p/<peer id> part")
+    return peer
+
+
+class _ConnectionWatcher(INotifee):
+    """A py-libp2p network notifee: starts a session when a connection appears and ends it when
+    the last connection to the peer goes."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Not used."""
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Not used."""
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        """Start the session with a newly connected peer (in the node's nursery)."""
+        node = self._node
+        if node._closing or node._nursery is None:
+            return
+        node._nursery.start_soon(_start_session_quietly, node, conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        """End the session when no connection to the peer is left."""
+        peer_id = conn.muxed_conn.peer_id
+        if network.get_connections(peer_id):
+            return
+        session = self._node._sessions.get(str(peer_id))
+        if session is not None:
+            session.close(ConnectionLost(f"connection to {peer_id} closed"))
+
+    async def listen(self, network: INetwork, multiaddr: Any) -> None:
+        """Not used."""
+
+    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
+        """Not used."""
+
+
+async def _start_session_quietly(node: Node, peer_id: ID) -> None:
+    try:
+        await node._session(peer_id)
+    except Closed:
+        return

@@ -1,0 +1,47 @@
+"""A nursery for objects that own background tasks across an ``async with`` block.
+
+With strict exception groups (trio's default), an exception raised by the application *inside*
+a block that holds a nursery comes out wrapped in an ``ExceptionGroup``.  For a library object
+such as a router or a node that is a surprise: the application's own ``KeyError`` should come
+out as itself.  :func:`open_owned_nursery` unwraps exactly that case, a group whose only member
+is the exception the block raised; a failure of a background task is never hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+__all__ = ["open_owned_nursery"]
+
+
+@asynccontextmanager
+async def open_owned_nursery() -> AsyncIterator[trio.Nursery]:
+    """Open a nursery; re-raise the block's own exception bare when it is the only one."""
+    raised: BaseException | None = None
+    lone: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                yield nursery
+            except BaseException as exc:
+                raised = exc
+                raise
+    except BaseExceptionGroup as group:
+        if raised is None or _only_member(group) is not raised:
+            raise
+        lone = raised
+    if lone is not None:
+        # Raised outside the except block, so the group does not become its __context__.
+        raise lone
+
+
+def _only_member(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    while len(group.exceptions) == 1:
+        member = group.exceptions[0]
+        if not isinstance(member, BaseExceptionGroup):
+            return member
+        group = member
+    return None

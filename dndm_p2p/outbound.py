@@ -1,0 +1,242 @@
+"""The publisher's end of a remote link: a peer's subscription to one of our routes.
+
+The link is a sink on the route (a :class:`DeliveryQueue` with the subscriber's QoS), so local
+intents deliver to it exactly as to a local interest.  One writer task drains it: it takes
+whatever is queued, up to the credit the subscriber granted, serializes it into one
+``DataBatch`` frame and writes it with one stream write.  It never writes one frame per message,
+and it never writes more than the subscriber can take, so a slow subscriber never makes yamux
+reset the stream: the queue's overflow policy decides what is dropped, and drops are counted
+and reported to the subscriber in the next batch.
+
+Reliable links number their messages, keep what is unacknowledged (bounded by the credit window,
+and by a TTL), and survive a broken stream: the node keeps the link attached for a grace period,
+and a new stream that resumes the same link gets everything after the subscriber's last
+delivered sequence number, in order, once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import trio
+
+from protocols import compression
+from protocols.framing import FrameReader, FrameWriter, read_message
+from protocols.v1 import control_pb2, data_pb2, result_pb2
+
+from .adverts import qos_from_wire
+from .errors import Closed, ConnectionLost, ProtocolError
+from .links import LinkInfo, LinkTracker
+from .qos import Overflow, QoS
+from .queue import DeliveryQueue
+from .route import Route
+from .router import Router, RouteState
+
+__all__ = ["MAX_BATCH_MESSAGES", "OutboundLink"]
+
+#: Most messages in one DataBatch frame.
+MAX_BATCH_MESSAGES = 4096
+#: Serialized bytes after which a batch is closed even if more is queued.
+MAX_BATCH_BYTES = 1 << 20
+
+
+def now_us() -> int:
+    """Wall-clock microseconds since the Unix epoch (the wire's time unit)."""
+    return time.time_ns() // 1000
+
+
+class OutboundLink:
+    """One peer's subscription to one of our routes (see the module docstring)."""
+
+    def __init__(
+        self,
+        router: Router,
+        route: Route,
+        peer: str,
+        opening: data_pb2.LinkOpen,
+        *,
+        message_ttl: float = 30.0,
+        max_frame_size: int,
+    ) -> None:
+        self.router = router
+        self.route = route
+        self.peer = peer
+        self.link_id = opening.link_id
+        self.qos: QoS = qos_from_wire(opening.qos)
+        # A reliable link never drops: its producers wait instead.
+        queue_qos = QoS(self.qos.depth, Overflow.BLOCK, True) if self.qos.reliable else self.qos
+        self.queue: DeliveryQueue[Any] = DeliveryQueue(
+            queue_qos, LinkInfo(self.link_id, route, peer, self.qos), LinkTracker()
+        )
+        self.compression = opening.chosen
+        self.credit = opening.initial_credit
+        self._credit_changed = trio.Event()
+        self.next_sequence = 1
+        self.acked = 0
+        self.sent = 0
+        self.expired = 0
+        self._reported_drops = 0
+        self._message_ttl = message_ttl
+        self._max_frame_size = max_frame_size
+        #: Reliable links: (sequence, payload, enqueue time) not yet acknowledged.
+        self.unacked: deque[tuple[int, bytes, float]] = deque()
+        self._state: RouteState | None = None
+        self.attached = False
+
+    @property
+    def reliable(self) -> bool:
+        """True when the subscriber asked for acknowledged, resumable delivery."""
+        return self.qos.reliable
+
+    def attach(self) -> None:
+        """Attach the sink to the route (raises UnknownRoute when we no longer publish it)."""
+        if self._state is None:
+            self._state = self.router.attach_remote_sink(self.route, self.queue)
+            self.attached = True
+
+    def detach(self) -> None:
+        """Unlink from the route and discard what is queued (idempotent)."""
+        state, self._state = self._state, None
+        if state is not None:
+            self.router.detach_sink(state, self.queue)
+        self.attached = False
+        self.queue.close()
+        self.queue.tracker.close()
+        self._credit_changed.set()
+
+    def resume(self, opening: data_pb2.LinkOpen) -> None:
+        """Take over a new stream of the same reliable link: drop what the peer has."""
+        self.credit = opening.initial_credit
+        resume_after = opening.resume_after
+        while self.unacked and self.unacked[0][0] <= resume_after:
+            self.unacked.popleft()
+        self.acked = max(self.acked, resume_after)
+
+    async def serve(self, reader: FrameReader, writer: FrameWriter) -> None:
+        """Run the link on one stream until it ends; return normally when the link closes.
+
+        Raises :class:`ConnectionLost` when the stream breaks, :class:`ProtocolError` when the
+        subscriber misbehaves.
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_acks, reader, nursery.cancel_scope)
+            await self._resend_unacked(writer)
+            try:
+                await self._write_batches(writer)
+            except Closed:
+                pass
+            nursery.cancel_scope.cancel()
+
+    async def _resend_unacked(self, writer: FrameWriter) -> None:
+        cutoff = time.monotonic() - self._message_ttl
+        while self.unacked and self.unacked[0][2] < cutoff:
+            self.unacked.popleft()
+            self.expired += 1
+        if not self.unacked:
+            return
+        pending = list(self.unacked)
+        for start in range(0, len(pending), MAX_BATCH_MESSAGES):
+            chunk = pending[start : start + MAX_BATCH_MESSAGES]
+            await writer.write_frames(
+                [self._batch_frame(chunk[0][0], [payload for _, payload, _ in chunk])]
+            )
+
+    async def _write_batches(self, writer: FrameWriter) -> None:
+        queue = self.queue
+        while True:
+            await queue.wait_nonempty()
+            while self.credit <= 0:
+                await self._credit_changed.wait()
+                if queue.closed:
+                    raise Closed("link closed")
+            bodies: list[bytes] = []
+            while queue.items and self.credit > 0:
+                count = min(len(queue.items), self.credit, MAX_BATCH_MESSAGES)
+                msgs = queue.take(count)
+                payloads = [msg.SerializeToString() for msg in msgs]
+                first = self.next_sequence
+                self.next_sequence += count
+                self.credit -= count
+                self.sent += count
+                if self.reliable:
+                    stamp = time.monotonic()
+                    self.unacked.extend(
+                        (first + i, payload, stamp) for i, payload in enumerate(payloads)
+                    )
+                bodies.append(self._batch_frame(first, payloads))
+                if sum(map(len, bodies)) >= MAX_BATCH_BYTES:
+                    break
+            await writer.write_frames(bodies)
+
+    def _batch_frame(self, first: int, payloads: list[bytes]) -> bytes:
+        dropped = self.queue.dropped - self._reported_drops
+        self._reported_drops = self.queue.dropped
+        batch = data_pb2.DataBatch(
+            link_id=self.link_id,
+            first_sequence=first,
+            dropped_since_last=dropped,
+            messages=payloads,
+        )
+        if self.compression:
+            compression.compress_batch(batch, self.compression)
+        frame = control_pb2.DataFrame(batch=batch)
+        frame.header.timestamp_us = now_us()
+        body = frame.SerializeToString()
+        if len(body) > self._max_frame_size:
+            raise ProtocolError(
+                f"a batch of {len(payloads)} messages on {self.route} is {len(body)} bytes, "
+                f"over the {self._max_frame_size}-byte frame limit"
+            )
+        return body
+
+    async def _read_acks(self, reader: FrameReader, scope: trio.CancelScope) -> None:
+        while True:
+            frame = await read_message(reader, control_pb2.DataFrame)
+            if frame is None:
+                raise ConnectionLost(f"subscriber {self.peer} closed the link on {self.route}")
+            kind = frame.WhichOneof("body")
+            if kind == "ack":
+                self._on_ack(frame.ack)
+            elif kind == "result":
+                if frame.result.code == result_pb2.Result.CLOSED:
+                    self.queue.close()
+                    self._credit_changed.set()
+                    scope.cancel()
+                    return
+                raise ProtocolError(
+                    f"subscriber {self.peer} reported on {self.route}: "
+                    f"{result_pb2.Result.Code.Name(frame.result.code)} {frame.result.description}"
+                )
+            else:
+                raise ProtocolError(f"unexpected {kind!r} frame from the subscriber")
+
+    def _on_ack(self, ack: data_pb2.Ack) -> None:
+        if ack.cumulative_sequence >= self.next_sequence:
+            raise ProtocolError(
+                f"ack for sequence {ack.cumulative_sequence}, never sent (next is "
+                f"{self.next_sequence})"
+            )
+        if ack.cumulative_sequence > self.acked:
+            self.acked = ack.cumulative_sequence
+            unacked = self.unacked
+            while unacked and unacked[0][0] <= self.acked:
+                unacked.popleft()
+        if ack.credit:
+            if self.credit + ack.credit > 1 << 31:
+                raise ProtocolError("credit overflow")
+            self.credit += ack.credit
+            self._credit_changed.set()
+            self._credit_changed = trio.Event()
+
+
+def result_frame(
+    code: result_pb2.Result.Code.ValueType, description: str, link_id: int = 0
+) -> bytes:
+    """A serialized DataFrame carrying a Result: how a link is refused or closed."""
+    frame = control_pb2.DataFrame(
+        result=result_pb2.Result(code=code, description=description, link_id=link_id)
+    )
+    frame.header.timestamp_us = now_us()
+    return frame.SerializeToString()
