@@ -128,9 +128,7 @@ def parse_advert(advert: advert_pb2.Advert) -> RemoteAdvert:
             route = parse_route(advert.route)
             type_name = route.type_name if isinstance(route, PlainRoute) else ""
             if advert.msg_type and advert.msg_type != type_name:
-                raise ProtocolError(
-                    f"advert for {advert.route!r} names type {advert.msg_type!r}"
-                )
+                raise ProtocolError(f"advert for {advert.route!r} names type {advert.msg_type!r}")
         elif advert.kind == common_pb2.ROUTE_KIND_INTEREST and advert.msg_type:
             pattern = Pattern(advert.route)
             PlainRoute(advert.msg_type, "x")  # validates the type name

@@ -81,9 +81,7 @@ async def run_demo(count: int = 5, period: float = 0.05) -> dict[str, int]:
                     consumers.start_soon(
                         _consume, "controller", controller, count, counted("controller")
                     )
-                    consumers.start_soon(
-                        _consume, "logger", logger, 2 * count, counted("logger")
-                    )
+                    consumers.start_soon(_consume, "logger", logger, 2 * count, counted("logger"))
             nursery.cancel_scope.cancel()
     print(f"done: {received}")
     return received

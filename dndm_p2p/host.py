@@ -208,9 +208,7 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
 
 
 @asynccontextmanager
-async def running_host(
-    key_pair: KeyPair, config: HostConfig | None = None
-) -> AsyncIterator[IHost]:
+async def running_host(key_pair: KeyPair, config: HostConfig | None = None) -> AsyncIterator[IHost]:
     """Build a host, listen, and yield it; on exit close everything it opened.
 
     Inside the block the host listens on ``config``'s addresses (see :func:`listen_addrs`) and

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -123,6 +123,17 @@ class Intent(Generic[T]):
         if self._state is None:
             raise Closed(f"intent on {self.route} is closed")
         return await self.tracker.wait_any()
+
+    async def wait_links(
+        self, predicate: Callable[[frozenset[LinkInfo]], bool]
+    ) -> frozenset[LinkInfo]:
+        """Wait until the set of linked interests satisfies ``predicate``, and return it.
+
+        Level-triggered: returns at once when it already does.  For example
+        ``await handle.wait_links(lambda links: len(links) >= 3)`` or
+        ``await handle.wait_links(lambda links: not links)``.
+        """
+        return await self.tracker.wait_for(predicate)
 
     def links(self) -> LinkEvents:
         """Async iterator of link/unlink events, starting with the current links."""

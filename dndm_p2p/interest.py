@@ -126,6 +126,17 @@ class Interest(Generic[T]):
         self._raise_if_closed()
         return await self.tracker.wait_any()
 
+    async def wait_links(
+        self, predicate: Callable[[frozenset[LinkInfo]], bool]
+    ) -> frozenset[LinkInfo]:
+        """Wait until the set of linked intents satisfies ``predicate``, and return it.
+
+        Level-triggered: returns at once when it already does.  For example
+        ``await handle.wait_links(lambda links: len(links) >= 3)`` or
+        ``await handle.wait_links(lambda links: not links)``.
+        """
+        return await self.tracker.wait_for(predicate)
+
     def links(self) -> LinkEvents:
         """Async iterator of link/unlink events, starting with the current links."""
         return self.tracker.events()

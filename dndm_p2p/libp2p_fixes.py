@@ -37,12 +37,13 @@ from .errors import ConfigError
 __all__ = [
     "check_listen_addrs_free",
     "clear_dial_backoff",
+    "close_host",
+    "close_orphan_listeners",
+    "decode_ed25519_private_key",
+    "encode_ed25519_private_key",
     "forget_peer_addrs",
     "require_listeners",
     "track_listeners",
-    "close_host",
-    "decode_ed25519_private_key",
-    "encode_ed25519_private_key",
     "unwrap_host_run_exception",
 ]
 
@@ -56,9 +57,10 @@ def encode_ed25519_private_key(private_key: Ed25519PrivateKey) -> bytes:
     """Serialize an Ed25519 private key as the libp2p ``PrivateKey`` protobuf, as go-libp2p does.
 
     py-libp2p bug: ``Ed25519PrivateKey.serialize()`` puts only the 32-byte seed in the protobuf's
-    ``Data`` field.  go-libp2p (``UnmarshalEd25519PrivateKey``), rust-libp2p and js-libp2p expect
-    the 64-byte ``seed || public key`` form there and reject 32 bytes, so a key file written by
-    py-libp2p cannot be loaded by any other implementation.  This writes the 64-byte form.
+    ``Data`` field.  go-libp2p, rust-libp2p and js-libp2p write the 64-byte ``seed || public
+    key`` form there, and go-libp2p's ``UnmarshalEd25519PrivateKey`` rejects anything but 64 or
+    96 bytes, so a key file written by py-libp2p cannot be loaded by go-libp2p (or Kubo).  This
+    writes the 64-byte form.
     """
     seed = private_key.to_bytes()
     public = private_key.get_public_key().to_bytes()
@@ -72,9 +74,10 @@ def decode_ed25519_private_key(data: bytes) -> Ed25519PrivateKey:
     py-libp2p bug: ``deserialize_private_key`` (and so ``libp2p.identity_utils.load_identity``
     and ``FileSystemKeyStore``) accepts only the 32-byte seed that py-libp2p itself writes; the
     64-byte ``seed || public key`` form written by go-, rust- and js-libp2p fails with
-    ``The seed must be exactly 32 bytes long``.  This accepts all three forms go-libp2p accepts:
-    32 bytes (py-libp2p), 64 bytes (the standard form) and 96 bytes (an old go-libp2p form with
-    the public key repeated).  Where the public key is present it must match the seed.
+    ``The seed must be exactly 32 bytes long``.  This accepts the two forms go-libp2p accepts,
+    64 bytes (the standard form) and 96 bytes (an old go-libp2p form with the public key
+    repeated), and py-libp2p's 32 bytes.  Where the public key is present it must match the
+    seed.
 
     :raises ValueError: the data has another length, or its public key does not match the seed.
     """

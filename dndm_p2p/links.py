@@ -11,7 +11,7 @@ a link that comes and goes between two reads is simply not shown, and the final 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import trio
@@ -134,6 +134,22 @@ class LinkTracker:
             await self._changed.wait()
         await trio.lowlevel.checkpoint()
         return self.snapshot()
+
+    async def wait_for(
+        self, predicate: Callable[[frozenset[LinkInfo]], bool]
+    ) -> frozenset[LinkInfo]:
+        """Return the current links as soon as ``predicate`` holds for them (at once if it does).
+
+        Raises :class:`Closed` if the handle closes first.
+        """
+        while True:
+            current = self.snapshot()
+            if predicate(current):
+                await trio.lowlevel.checkpoint()
+                return current
+            if self._closed:
+                raise Closed("handle is closed")
+            await self._changed.wait()
 
     def events(self) -> LinkEvents:
         """An async iterator of link and unlink events (see :class:`LinkEvents`)."""

@@ -48,7 +48,7 @@ from .intent import Intent
 from .interest import Interest
 from .nurseries import open_owned_nursery
 from .outbound import OutboundLink
-from .qos import QoS
+from .qos import Overflow, QoS
 from .route import Route, parse_route
 from .router import Router
 from .session import PeerSession
@@ -101,8 +101,10 @@ class Node:
         self._reconnecting: dict[str, trio.CancelScope] = {}
         #: Peers the application or the configuration asked for, with their addresses.
         self._wanted: dict[str, list[str]] = {}
-        #: Reliable links kept for their subscriber's return, and the scope of their timer.
-        self._parked: dict[tuple[str, str, int], tuple[OutboundLink, trio.CancelScope]] = {}
+        #: Reliable links to our routes, kept across their subscriber's reconnections.
+        self._reliable_out: dict[tuple[str, str, int], OutboundLink] = {}
+        #: Timers of reliable links whose subscriber is away.
+        self._parked: dict[tuple[str, str, int], trio.CancelScope] = {}
         #: Our reliable subscriptions, kept across reconnections so they resume.
         self._reliable_in: dict[tuple[str, str], InboundLink] = {}
         self._sequence = itertools.count(1)
@@ -113,7 +115,7 @@ class Node:
         self._closing = False
         self._compressions = compression.available() if self.config.compression else []
 
-    # -- lifecycle ---------------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, config: NodeConfig | None = None) -> Node:
@@ -168,10 +170,12 @@ class Node:
         """Close sessions and links before the host goes away (runs inside the nursery)."""
         self._closing = True
         self.router.close()
-        for link, scope in self._parked.values():
+        for scope in self._parked.values():
             scope.cancel()
-            link.detach()
         self._parked.clear()
+        for link in self._reliable_out.values():
+            link.detach()
+        self._reliable_out.clear()
         for session in list(self._sessions.values()):
             session.close()
         for scope in self._reconnecting.values():
@@ -198,7 +202,7 @@ class Node:
         """Where peers can reach this node, as ``/…/p2p/<id>`` multiaddrs."""
         return [str(a) for a in listen_addrs(self.host)]
 
-    # -- declarations --------------------------------------------------------------------------
+    # -- declarations -----------------------------------------------------------------------------
 
     def publish(self, route: str | Route, msg_type: type[T], **options: Any) -> Intent[T]:
         """Declare an intent, here and at every peer (see :meth:`Router.publish`)."""
@@ -207,19 +211,19 @@ class Node:
     def subscribe(self, route: str | Route, msg_type: type[T], **options: Any) -> Interest[T]:
         """Declare an interest, here and at every peer (see :meth:`Router.subscribe`).
 
-        ``reliable=True`` asks remote publishers for acknowledged, resumable delivery.
+        ``reliable=True`` asks remote publishers for acknowledged, resumable delivery, with the
+        ``block`` overflow policy so that nothing is dropped on the way.
         """
-        reliable = options.pop("reliable", None)
-        if reliable is not None:
+        if options.pop("reliable", False):
             base = options.pop("qos", None) or self.config.default_qos
             options["qos"] = QoS(
                 options.pop("depth", None) or base.depth,
-                options.pop("overflow", None) or base.overflow,
-                bool(reliable),
+                options.pop("overflow", None) or Overflow.BLOCK,
+                True,
             )
         return self.router.subscribe(route, msg_type, **options)
 
-    # -- peers ---------------------------------------------------------------------------------
+    # -- peers ------------------------------------------------------------------------------------
 
     async def connect(self, addr: str, *, keep: bool = True) -> str:
         """Connect to a peer (``/ip4/…/tcp/…/p2p/<id>``) and wait for its hello.
@@ -262,7 +266,9 @@ class Node:
         return session if session is not None and session.running else None
 
     @asynccontextmanager
-    async def events(self, buffer: int = 256) -> AsyncIterator[trio.MemoryReceiveChannel[NodeEvent]]:
+    async def events(
+        self, buffer: int = 256
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[NodeEvent]]:
         """Receive the node's events (peers connected and lost, errors) while in the block.
 
         A consumer that falls more than ``buffer`` events behind misses the newest ones.
@@ -292,15 +298,14 @@ class Node:
         self.error_count += 1
         self._emit(NodeEvent("error", peer, str(error), error))
 
-    # -- sessions ----------------------------------------------------------------------------------
+    # -- sessions ---------------------------------------------------------------------------------
 
     async def _session(self, peer_id: ID) -> PeerSession:
         peer = str(peer_id)
         while True:
             session = self._sessions.get(peer)
-            if session is not None and not session.ended.is_set():
-                if session.running:
-                    return session
+            if session is not None and session.running:
+                return session
             starting = self._starting.get(peer)
             if starting is None:
                 break
@@ -335,7 +340,7 @@ class Node:
     async def _drop_connection(self, peer_id: ID) -> None:
         try:
             await self.host.disconnect(peer_id)
-        except Exception as exc:  # noqa: BLE001 - py-libp2p raises assorted errors here
+        except Exception as exc:
             self.report_error(Unavailable(f"closing the connection to {peer_id}: {exc}"))
 
     def _schedule_reconnect(self, peer: str, first_delay: float | None = None) -> None:
@@ -380,11 +385,11 @@ class Node:
             from libp2p.peer.id import ID
 
             addrs = self.host.get_peerstore().addrs(ID.from_base58(peer))
-        except Exception:  # noqa: BLE001 - an unknown peer simply has no address
+        except Exception:
             return []
         return [f"{addr}/p2p/{peer}" for addr in addrs if "/p2p/" not in str(addr)]
 
-    # -- stream handlers ---------------------------------------------------------------------------
+    # -- stream handlers --------------------------------------------------------------------------
 
     async def _on_control_stream(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
@@ -412,7 +417,7 @@ class Node:
             return
         session.nursery.start_soon(session.serve_data, stream)
 
-    # -- links -------------------------------------------------------------------------------------
+    # -- links ------------------------------------------------------------------------------------
 
     def capabilities(self) -> common_pb2.Capabilities:
         """What this node offers its peers."""
@@ -437,7 +442,9 @@ class Node:
             if existing is not None and existing.msg_type is msg_type:
                 existing.qos = qos
                 return existing
-        theirs = list(session.remote_capabilities.compression) if session.remote_capabilities else []
+        theirs = (
+            list(session.remote_capabilities.compression) if session.remote_capabilities else []
+        )
         link = InboundLink(
             self.router,
             route,
@@ -453,7 +460,7 @@ class Node:
         return link
 
     def outbound_link(self, session: PeerSession, opening: data_pb2.LinkOpen) -> OutboundLink:
-        """Accept a peer's LinkOpen: a new link, or a parked reliable one that resumes."""
+        """Accept a peer's LinkOpen: a new link, or the reliable link it resumes."""
         try:
             route = parse_route(opening.route)
         except DndmError as exc:
@@ -463,12 +470,12 @@ class Node:
         if not 0 < opening.initial_credit <= 1 << 20:
             raise ProtocolError(f"LinkOpen grants {opening.initial_credit} credit")
         key = (session.peer, route.id, opening.link_id)
-        parked = self._parked.pop(key, None)
-        if parked is not None:
-            link, timer = parked
-            timer.cancel()
-            link.resume(opening)
-            return link
+        existing = self._reliable_out.get(key)
+        if existing is not None and not existing.queue.closed:
+            timer = self._parked.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+            return existing
         link = OutboundLink(
             self.router,
             route,
@@ -478,26 +485,39 @@ class Node:
             max_frame_size=self.config.max_frame_size,
         )
         link.attach()
+        if link.reliable:
+            self._reliable_out[key] = link
         return link
 
-    def park_reliable(self, link: OutboundLink) -> None:
-        """Keep a reliable link attached while its subscriber is away, for a grace period."""
-        if self._closing or self._nursery is None:
+    def link_stream_ended(self, link: OutboundLink) -> None:
+        """A stream of ``link`` ended: drop the link, or park a reliable one for its return."""
+        key = (link.peer, link.route.id, link.link_id)
+        if not link.reliable or link.queue.closed or self._closing or self._nursery is None:
+            if self._reliable_out.get(key) is link:
+                del self._reliable_out[key]
             link.detach()
             return
+        if link.serving or key in self._parked:
+            return  # a newer stream took it over, or its timer already runs
         scope = trio.CancelScope()
-        self._parked[(link.peer, link.route.id, link.link_id)] = (link, scope)
-        self._nursery.start_soon(self._expire_parked, link, scope)
+        self._parked[key] = scope
+        self._nursery.start_soon(self._expire_parked, link, key, scope)
 
-    async def _expire_parked(self, link: OutboundLink, scope: trio.CancelScope) -> None:
+    async def _expire_parked(
+        self, link: OutboundLink, key: tuple[str, str, int], scope: trio.CancelScope
+    ) -> None:
         with scope:
             await trio.sleep(self.config.reliable_grace)
-            key = (link.peer, link.route.id, link.link_id)
-            if self._parked.get(key, (None,))[0] is link:
-                del self._parked[key]
-                link.detach()
+        if scope.cancelled_caught:
+            return
+        if self._parked.get(key) is scope:
+            del self._parked[key]
+        if not link.serving:
+            if self._reliable_out.get(key) is link:
+                del self._reliable_out[key]
+            link.detach()
 
-    # -- the router observer: advertise local declarations -------------------------------------------
+    # -- the router observer: advertise local declarations ----------------------------------------
 
     def declared(self, handle: Intent[Any] | Interest[Any]) -> None:
         """A local handle appeared: tell every peer, and open links it needs."""
@@ -529,10 +549,12 @@ class Node:
             for link in list(session.outbound):
                 if link.route == route:
                     link.queue.close()
-        for key, (link, scope) in list(self._parked.items()):
+        for key, link in list(self._reliable_out.items()):
             if link.route == route:
-                del self._parked[key]
-                scope.cancel()
+                del self._reliable_out[key]
+                timer = self._parked.pop(key, None)
+                if timer is not None:
+                    timer.cancel()
                 link.detach()
 
 

@@ -9,12 +9,14 @@ is the exception the block raised; a failure of a background task is never hidde
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import trio
 
-__all__ = ["open_owned_nursery"]
+from protocols.errors import DndmError
+
+__all__ = ["open_owned_nursery", "race"]
 
 
 @asynccontextmanager
@@ -45,3 +47,28 @@ def _only_member(group: BaseExceptionGroup[BaseException]) -> BaseException | No
             return member
         group = member
     return None
+
+
+async def race(*tasks: Callable[[], Awaitable[object]]) -> None:
+    """Run ``tasks`` together until the first one ends, then cancel the others.
+
+    If the first to end raised a :class:`~dndm_p2p.errors.DndmError`, it is re-raised bare (not
+    in a group), so callers can catch it by type.  Any other exception is a bug and propagates
+    as trio raises it.
+    """
+    failure: DndmError | None = None
+
+    async def run(task: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
+        nonlocal failure
+        try:
+            await task()
+        except DndmError as exc:
+            if failure is None:
+                failure = exc
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for task in tasks:
+            nursery.start_soon(run, task, nursery.cancel_scope)
+    if failure is not None:
+        raise failure

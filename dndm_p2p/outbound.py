@@ -29,6 +29,7 @@ from protocols.v1 import control_pb2, data_pb2, result_pb2
 from .adverts import qos_from_wire
 from .errors import Closed, ConnectionLost, ProtocolError
 from .links import LinkInfo, LinkTracker
+from .nurseries import race
 from .qos import Overflow, QoS
 from .queue import DeliveryQueue
 from .route import Route
@@ -84,6 +85,8 @@ class OutboundLink:
         self.unacked: deque[tuple[int, bytes, float]] = deque()
         self._state: RouteState | None = None
         self.attached = False
+        self._serving: trio.CancelScope | None = None
+        self._idle = trio.Event()
 
     @property
     def reliable(self) -> bool:
@@ -106,28 +109,58 @@ class OutboundLink:
         self.queue.tracker.close()
         self._credit_changed.set()
 
-    def resume(self, opening: data_pb2.LinkOpen) -> None:
-        """Take over a new stream of the same reliable link: drop what the peer has."""
+    @property
+    def serving(self) -> bool:
+        """True while a stream carries this link."""
+        return self._serving is not None
+
+    async def serve(
+        self,
+        reader: FrameReader,
+        writer: FrameWriter,
+        opening: data_pb2.LinkOpen | None = None,
+    ) -> None:
+        """Run the link on one stream until it ends; return normally when the link closes.
+
+        ``opening`` resumes a reliable link on a new stream: a stream that still carries it is
+        stopped first, and what the subscriber already delivered is not sent again.  Raises
+        :class:`ConnectionLost` when the stream breaks, :class:`ProtocolError` when the
+        subscriber misbehaves.
+        """
+        while self._serving is not None:
+            self._serving.cancel()
+            await self._idle.wait()
+        scope = self._serving = trio.CancelScope()
+        self._idle = trio.Event()
+        try:
+            if opening is not None:
+                self._resume(opening)
+
+            async def write() -> None:
+                await self._resend_unacked(writer)
+                try:
+                    await self._write_batches(writer)
+                except Closed:
+                    return
+
+            with scope:
+                await race(write, lambda: self._read_acks(reader))
+            if scope.cancelled_caught:
+                raise ConnectionLost(f"link on {self.route} moved to a newer stream")
+        finally:
+            self._serving = None
+            self._idle.set()
+
+    def _resume(self, opening: data_pb2.LinkOpen) -> None:
         self.credit = opening.initial_credit
         resume_after = opening.resume_after
+        if resume_after >= self.next_sequence:
+            raise ProtocolError(
+                f"resume after {resume_after}, but only {self.next_sequence - 1} were sent"
+            )
         while self.unacked and self.unacked[0][0] <= resume_after:
             self.unacked.popleft()
         self.acked = max(self.acked, resume_after)
-
-    async def serve(self, reader: FrameReader, writer: FrameWriter) -> None:
-        """Run the link on one stream until it ends; return normally when the link closes.
-
-        Raises :class:`ConnectionLost` when the stream breaks, :class:`ProtocolError` when the
-        subscriber misbehaves.
-        """
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_acks, reader, nursery.cancel_scope)
-            await self._resend_unacked(writer)
-            try:
-                await self._write_batches(writer)
-            except Closed:
-                pass
-            nursery.cancel_scope.cancel()
 
     async def _resend_unacked(self, writer: FrameWriter) -> None:
         cutoff = time.monotonic() - self._message_ttl
@@ -191,7 +224,7 @@ class OutboundLink:
             )
         return body
 
-    async def _read_acks(self, reader: FrameReader, scope: trio.CancelScope) -> None:
+    async def _read_acks(self, reader: FrameReader) -> None:
         while True:
             frame = await read_message(reader, control_pb2.DataFrame)
             if frame is None:
@@ -203,7 +236,6 @@ class OutboundLink:
                 if frame.result.code == result_pb2.Result.CLOSED:
                     self.queue.close()
                     self._credit_changed.set()
-                    scope.cancel()
                     return
                 raise ProtocolError(
                     f"subscriber {self.peer} reported on {self.route}: "

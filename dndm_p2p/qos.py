@@ -36,8 +36,8 @@ class QoS:
     """Per-interest delivery settings.
 
     ``depth`` is the queue capacity in messages; ``overflow`` the policy when it is full;
-    ``reliable`` asks remote links for sequence numbers, acks and retransmission (local links are
-    always lossless except for the overflow policy).
+    ``reliable`` asks remote links for sequence numbers, acks and retransmission, and requires
+    ``overflow='block'`` (nothing may be dropped anywhere on the way).
     """
 
     depth: int = DEFAULT_DEPTH
@@ -53,8 +53,16 @@ class QoS:
             object.__setattr__(self, "overflow", Overflow(self.overflow))
         except ValueError:
             choices = ", ".join(repr(o.value) for o in Overflow)
-            raise ConfigError(
-                f"overflow must be one of {choices}, not {self.overflow!r}"
-            ) from None
+            raise ConfigError(f"overflow must be one of {choices}, not {self.overflow!r}") from None
         if not isinstance(self.reliable, bool):
             raise ConfigError("reliable must be a bool")
+        if self.reliable and self.overflow is not Overflow.BLOCK:
+            raise ConfigError(
+                "reliable delivery loses nothing, so it needs overflow='block', "
+                f"not {self.overflow.value!r}"
+            )
+
+    @classmethod
+    def reliable_with(cls, depth: int = DEFAULT_DEPTH) -> QoS:
+        """Reliable delivery: acknowledged, resumable, and lossless (``block``) locally."""
+        return cls(depth, Overflow.BLOCK, True)

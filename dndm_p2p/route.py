@@ -176,9 +176,7 @@ class PlainRoute(Route):
 
     __slots__ = ("_path", "_segments", "_type_name")
 
-    def __init__(
-        self, type_name: str, path: str, msg_type: type[Message] | None = None
-    ) -> None:
+    def __init__(self, type_name: str, path: str, msg_type: type[Message] | None = None) -> None:
         """Build and validate a plain route from a protobuf full name and a dotted path."""
         self._type_name = _check_type_name(type_name)
         self._segments = split_path(path)
@@ -230,9 +228,7 @@ class HashedRoute(Route):
 
     __slots__ = ("_prefix",)
 
-    def __init__(
-        self, prefix: str, digest: str, msg_type: type[Message] | None = None
-    ) -> None:
+    def __init__(self, prefix: str, digest: str, msg_type: type[Message] | None = None) -> None:
         """Build a hashed route from a prefix and an already computed hash.
 
         The prefix may be empty (show nothing of the path); otherwise it is a valid dotted path.

@@ -27,11 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from google.protobuf.message import Message
-
-from protocols import compression
-from protocols.framing import FrameReader, FrameWriter, read_message
 from libp2p.custom_types import TProtocol
 
+from protocols.framing import FrameReader, FrameWriter, read_message
 from protocols.ids import (
     CONTROL_PROTOCOL_ID,
     DATA_PROTOCOL_ID,
@@ -39,7 +37,15 @@ from protocols.ids import (
     MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
 )
-from protocols.v1 import advert_pb2, common_pb2, control_pb2, hello_pb2, ping_pb2, result_pb2
+from protocols.v1 import (
+    advert_pb2,
+    common_pb2,
+    control_pb2,
+    data_pb2,
+    hello_pb2,
+    ping_pb2,
+    result_pb2,
+)
 
 from .adverts import RemoteAdvert, parse_advert
 from .errors import (
@@ -58,8 +64,8 @@ from .router import Router
 
 if TYPE_CHECKING:
     from libp2p.abc import INetStream
-    from trio_typing import TaskStatus  # py-libp2p installs trio-stubs, which mypy prefers
     from libp2p.peer.id import ID
+    from trio_typing import TaskStatus  # py-libp2p installs trio-stubs, which mypy prefers
 
     from .node import Node
 
@@ -98,6 +104,8 @@ class PeerSession:
         self.remote_intents: dict[int, RemoteAdvert] = {}
         self.remote_interests: dict[int, RemoteAdvert] = {}
         self.hello_received = trio.Event()
+        #: Set once a round-trip time has been measured.
+        self.rtt_measured = trio.Event()
         self.ended = trio.Event()
         self.error: DndmError | None = None
         #: Our subscriptions to the peer's routes, by route id: (link, its cancel scope).
@@ -113,7 +121,7 @@ class PeerSession:
         self._writer: FrameWriter | None = None
         self._ctl_stream: INetStream | None = None
 
-    # -- lifecycle ---------------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------------
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -170,7 +178,7 @@ class PeerSession:
                 self.stats.protocol_errors += 1
             self.close(exc)
 
-    # -- the control stream: writing ----------------------------------------------------------------
+    # -- the control stream: writing --------------------------------------------------------------
 
     def _hello(self) -> control_pb2.ControlFrame:
         hello = hello_pb2.Hello(
@@ -236,9 +244,11 @@ class PeerSession:
             if len(self._pings) > 16:
                 self._pings.pop(next(iter(self._pings)))
             self.stats.pings_sent += 1
-            self._queue_frame(control_pb2.ControlFrame(ping=ping_pb2.Ping(nonce=nonce, sent_us=sent)))
+            self._queue_frame(
+                control_pb2.ControlFrame(ping=ping_pb2.Ping(nonce=nonce, sent_us=sent))
+            )
 
-    # -- the control stream: reading ----------------------------------------------------------------
+    # -- the control stream: reading --------------------------------------------------------------
 
     async def serve_control(self, stream: INetStream) -> None:
         """Read the control stream the peer opened, until it ends."""
@@ -310,6 +320,7 @@ class PeerSession:
                 ewma = self.stats.rtt_ewma_us
                 self.stats.rtt_ewma_us = rtt if ewma is None else 0.8 * ewma + 0.2 * rtt
                 self.stats.pongs_received += 1
+                self.rtt_measured.set()
         elif kind == "result":
             result = frame.result
             name = result_pb2.Result.Code.Name(result.code)
@@ -344,7 +355,7 @@ class PeerSession:
             else:
                 table.pop(advert.handle_id, None)
 
-    # -- data links we open (we subscribe to the peer's routes) -------------------------------------
+    # -- data links we open (we subscribe to the peer's routes) -----------------------------------
 
     def wanted_links(self) -> dict[str, tuple[Route, type[Message], QoS]]:
         """Routes the peer publishes that a local interest wants, with the link's type and QoS."""
@@ -378,7 +389,9 @@ class PeerSession:
     async def _run_inbound(self, link: InboundLink, scope: trio.CancelScope) -> None:
         with scope:
             try:
-                stream = await self.node.host.new_stream(self.peer_id, [TProtocol(DATA_PROTOCOL_ID)])
+                stream = await self.node.host.new_stream(
+                    self.peer_id, [TProtocol(DATA_PROTOCOL_ID)]
+                )
             except Exception as exc:  # a failed negotiation; the session decides what next
                 self.node.report_error(
                     ConnectionLost(f"could not open a data stream to {self.peer}: {exc}"),
@@ -415,7 +428,7 @@ class PeerSession:
         if entry is not None and entry[0] is link:
             del self.inbound[link.route.id]
 
-    # -- data links the peer opens (it subscribes to our routes) ------------------------------------
+    # -- data links the peer opens (it subscribes to our routes) ----------------------------------
 
     async def serve_data(self, stream: INetStream) -> None:
         """Serve a data stream the peer opened: validate its LinkOpen, then feed the link."""
@@ -423,10 +436,11 @@ class PeerSession:
         writer = FrameWriter(stream, MAX_FRAME_SIZE)
         link: OutboundLink | None = None
         try:
-            link = await self._accept_link(reader)
+            opening = await self._read_link_open(reader)
+            link = self.node.outbound_link(self, opening)
             self.outbound.add(link)
-            await link.serve(reader, writer)
-            if link.queue.closed:
+            await link.serve(reader, writer, opening)
+            if link.queue.closed and not writer.broken:
                 await writer.write_frames(
                     [result_frame(result_pb2.Result.CLOSED, "intent withdrawn", link.link_id)]
                 )
@@ -439,24 +453,21 @@ class PeerSession:
         finally:
             if link is not None:
                 self.outbound.discard(link)
-                if not link.reliable or link.queue.closed:
-                    link.detach()
-                else:
-                    self.node.park_reliable(link)
+                self.node.link_stream_ended(link)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await _close_quietly(stream)
 
-    async def _accept_link(self, reader: FrameReader) -> OutboundLink:
+    async def _read_link_open(self, reader: FrameReader) -> data_pb2.LinkOpen:
         with trio.fail_after(self.node.config.handshake_timeout):
             frame = await read_message(reader, control_pb2.DataFrame)
         if frame is None:
             raise ConnectionLost(f"{self.peer} closed a data stream before opening a link")
-        if frame.WhichOneof("body") != "open":
-            raise ProtocolError(f"a data stream must start with LinkOpen, not {frame.WhichOneof('body')!r}")
-        opening = frame.open
-        return self.node.outbound_link(self, opening)
+        kind = frame.WhichOneof("body")
+        if kind != "open":
+            raise ProtocolError(f"a data stream must start with LinkOpen, not {kind!r}")
+        return frame.open
 
-    # -- introspection ---------------------------------------------------------------------------
+    # -- introspection ----------------------------------------------------------------------------
 
     def linked_routes(self) -> list[str]:
         """Route strings linked with this peer, both ways."""
@@ -517,5 +528,5 @@ async def _close_quietly(stream: INetStream) -> None:
     """Close a stream that may already be reset; py-libp2p raises for those."""
     try:
         await stream.close()
-    except Exception:  # noqa: BLE001 - the stream is gone either way; nothing to report
+    except Exception:
         return

@@ -9,7 +9,8 @@ from dndm_p2p.proto.demo_pb2 import Temperature
 async def main() -> float:
     """Publish one temperature and return what the pattern subscriber received."""
     async with (
-        Router() as router, router.subscribe("robot.*.temp", Temperature) as temps,
+        Router() as router,
+        router.subscribe("robot.*.temp", Temperature) as temps,
         router.publish("robot.arm.temp", Temperature) as arm,
     ):
         await arm.wait_interest()
