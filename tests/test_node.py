@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
@@ -11,31 +10,8 @@ import trio
 from dndm_p2p import HashedRoute
 from dndm_p2p.config import NodeConfig
 from dndm_p2p.node import Node
+from tests.nodes import FAST, mesh, receive
 from tests.proto.messages_pb2 import Bar, Foo
-
-FAST = {"ping_interval": 0.2, "ping_timeout": 2.0}
-
-
-@asynccontextmanager
-async def mesh(count: int, **config: object) -> AsyncIterator[list[Node]]:
-    """``count`` nodes, each connected to the first."""
-    async with AsyncExitStack() as stack:
-        nodes = [
-            await stack.enter_async_context(Node(NodeConfig(name=f"n{i}", **{**FAST, **config})))  # type: ignore[arg-type]
-            for i in range(count)
-        ]
-        for node in nodes[1:]:
-            with trio.fail_after(10):
-                await node.connect(nodes[0].addrs[0])
-        yield nodes
-
-
-async def receive(interest: object, count: int, seconds: float = 10) -> list[object]:
-    got: list[object] = []
-    with trio.fail_after(seconds):
-        while len(got) < count:
-            got.extend(await interest.receive_batch())  # type: ignore[attr-defined]
-    return got
 
 
 async def test_messages_flow_both_ways() -> None:
@@ -240,28 +216,27 @@ async def test_node_closes_cleanly_with_open_handles(count: int) -> None:
 
 async def test_reliable_link_resumes_across_a_connection_drop() -> None:
     """10,000 reliable messages across a forced drop arrive exactly once and in order."""
-    async with mesh(2, reconnect_initial=0.05) as (a, b):
-        async with (
-            a.publish("reliable", Foo) as out,
-            b.subscribe("reliable", Foo, reliable=True, depth=256) as sub,
-        ):
-            with trio.fail_after(10):
-                await out.wait_interest()
-            total = 10_000
+    async with (
+        mesh(2, reconnect_initial=0.05) as (a, b), a.publish("reliable", Foo) as out,
+        b.subscribe("reliable", Foo, reliable=True, depth=256) as sub,
+    ):
+        with trio.fail_after(10):
+            await out.wait_interest()
+        total = 10_000
 
-            async def produce() -> None:
-                for i in range(total):
-                    await out.send(Foo(text=str(i)))
+        async def produce() -> None:
+            for i in range(total):
+                await out.send(Foo(text=str(i)))
 
-            got: list[str] = []
-            drops = 0
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(produce)
-                with trio.fail_after(60):
-                    while len(got) < total:
-                        got.extend(m.text for m in await sub.receive_batch())
-                        if drops < 2 and len(got) > 3000 * (drops + 1):
-                            drops += 1
-                            await b.host.disconnect(a.host.get_id())
-            assert drops == 2
-            assert got == [str(i) for i in range(total)]
+        got: list[str] = []
+        drops = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            with trio.fail_after(60):
+                while len(got) < total:
+                    got.extend(m.text for m in await sub.receive_batch())
+                    if drops < 2 and len(got) > 3000 * (drops + 1):
+                        drops += 1
+                        await b.host.disconnect(a.host.get_id())
+        assert drops == 2
+        assert got == [str(i) for i in range(total)]
