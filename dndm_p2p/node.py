@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from libp2p.abc import IHost, INetConn, INetStream, INetwork
     from libp2p.peer.id import ID
 
-__all__ = ["Node", "NodeEvent", "PeerInfo"]
+__all__ = ["LinkStats", "Node", "NodeEvent", "PeerInfo"]
 
 T = TypeVar("T", bound=Message)
 
@@ -72,6 +72,26 @@ class NodeEvent:
     peer: str | None = None
     detail: str = ""
     error: DndmError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """A snapshot of one remote link.
+
+    ``direction`` is ``"out"`` for a peer's subscription to our route (we send) and ``"in"`` for
+    ours to the peer's (we receive).  ``messages`` counts messages sent or received;
+    ``dropped`` counts messages the publisher's link queue dropped (its subscriber's overflow
+    policy), as counted by this end: the sender counts them as it drops them, the receiver as
+    batches report them.
+    """
+
+    route: str
+    peer: str
+    direction: str
+    messages: int
+    dropped: int
+    reliable: bool
+    compression: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +278,36 @@ class Node:
                     tuple(session.linked_routes()),
                 )
             )
+        return found
+
+    def links(self) -> list[LinkStats]:
+        """Every remote link of every running session, both directions."""
+        found = []
+        for session in self._sessions.values():
+            for link, _ in session.inbound.values():
+                found.append(
+                    LinkStats(
+                        str(link.route),
+                        session.peer,
+                        "in",
+                        link.received,
+                        link.dropped_by_publisher,
+                        link.qos.reliable,
+                        _compression_name(link.compression),
+                    )
+                )
+            for out in session.outbound:
+                found.append(
+                    LinkStats(
+                        str(out.route),
+                        session.peer,
+                        "out",
+                        out.sent,
+                        out.queue.dropped,
+                        out.reliable,
+                        _compression_name(out.compression),
+                    )
+                )
         return found
 
     def session(self, peer: str) -> PeerSession | None:
@@ -559,6 +609,10 @@ class Node:
 
 
 _link_ids = itertools.count(1)
+
+
+def _compression_name(value: int) -> str:
+    return common_pb2.Compression.Name(value).removeprefix("COMPRESSION_").lower()  # type: ignore[arg-type]
 
 
 def _peer_of(addr: str) -> str:

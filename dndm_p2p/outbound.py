@@ -78,6 +78,7 @@ class OutboundLink:
         self.acked = 0
         self.sent = 0
         self.expired = 0
+        self.compressed_batches = 0
         self._reported_drops = 0
         self._message_ttl = message_ttl
         self._max_frame_size = max_frame_size
@@ -212,8 +213,8 @@ class OutboundLink:
             dropped_since_last=dropped,
             messages=payloads,
         )
-        if self.compression:
-            compression.compress_batch(batch, self.compression)
+        if self.compression and compression.compress_batch(batch, self.compression):
+            self.compressed_batches += 1
         frame = control_pb2.DataFrame(batch=batch)
         frame.header.timestamp_us = now_us()
         body = frame.SerializeToString()

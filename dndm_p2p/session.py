@@ -315,7 +315,9 @@ class PeerSession:
         elif kind == "pong":
             sent = self._pings.pop(frame.pong.nonce, None)
             if sent is not None:
-                rtt = max(0, now_us() - sent)
+                # The peer's time between receiving the ping and answering is not on the wire.
+                held = max(0, frame.pong.sent_us - frame.pong.received_us)
+                rtt = max(0, now_us() - sent - held)
                 self.stats.rtt_us = rtt
                 ewma = self.stats.rtt_ewma_us
                 self.stats.rtt_ewma_us = rtt if ewma is None else 0.8 * ewma + 0.2 * rtt

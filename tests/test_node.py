@@ -240,3 +240,58 @@ async def test_reliable_link_resumes_across_a_connection_drop() -> None:
                         await b.host.disconnect(a.host.get_id())
         assert drops == 2
         assert got == [str(i) for i in range(total)]
+
+
+async def test_large_batches_are_compressed_when_both_sides_offer_it() -> None:
+    async with (
+        mesh(2) as (a, b),
+        a.publish("bulk", Foo) as out,
+        b.subscribe("bulk", Foo, depth=4096, overflow="block") as sub,
+    ):
+        with trio.fail_after(10):
+            await out.wait_interest()
+        text = "compressible " * 40
+        await out.send_many([Foo(text=text)] * 2000)
+        got = await receive(sub, 2000)
+        assert all(m.text == text for m in got)
+        (link,) = a.links()
+        assert (link.direction, link.compression, link.messages) == ("out", "zstd", 2000)
+        session = a.session(b.peer_id)
+        assert session is not None
+        (outbound,) = session.outbound
+        assert outbound.compressed_batches > 0
+
+
+async def test_compression_off_when_a_side_does_not_offer_it() -> None:
+    async with (
+        mesh(2, compression=False) as (a, b),
+        a.publish("plain", Foo) as out,
+        b.subscribe("plain", Foo) as sub,
+    ):
+        with trio.fail_after(10):
+            await out.wait_interest()
+        await out.send(Foo(text="x" * 10_000))
+        await receive(sub, 1)
+        assert {link.compression for link in a.links() + b.links()} == {"none"}
+
+
+async def test_drops_are_counted_at_both_ends() -> None:
+    async with (
+        mesh(2) as (a, b),
+        a.publish("lossy", Foo) as out,
+        b.subscribe("lossy", Foo, depth=16) as sub,
+    ):
+        with trio.fail_after(10):
+            await out.wait_interest()
+        # Far more than the window at once: the publisher's link queue keeps the newest 16.
+        for _ in range(20):
+            out.send_nowait(Foo(text="old"))
+        await out.send_many([Foo(text=str(i)) for i in range(2000)])
+        got = await receive(sub, 16)
+        assert [m.text for m in got] == [str(i) for i in range(1984, 2000)]
+        # The drop report travels in the same batch as the messages that survived.
+        (sent,) = a.links()
+        (received,) = b.links()
+        assert sent.dropped == 2004
+        assert received.dropped == sent.dropped
+        assert sub.stats.dropped == 0
