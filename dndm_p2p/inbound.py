@@ -70,6 +70,8 @@ class InboundLink:
         self.unrouted = 0
         self._max_frame_size = max_frame_size
         self._state: RouteState | None = None
+        #: Messages the publisher may still send on the current stream (its credit).
+        self._window = 0
 
     def opening(self) -> bytes:
         """The serialized ``LinkOpen`` frame body that starts (or resumes) the link."""
@@ -94,6 +96,7 @@ class InboundLink:
         """
         if not self.qos.reliable:
             self.last_delivered = 0
+        self._window = self.qos.depth
         await writer.write_frames([self.opening()])
         self._state = self.router.attach_source(self.route, self.msg_type, self)
         try:
@@ -113,6 +116,7 @@ class InboundLink:
                     else:
                         raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
                 if credit:
+                    self._window += credit
                     ack = control_pb2.DataFrame(
                         ack=data_pb2.Ack(
                             link_id=self.link_id,
@@ -136,12 +140,18 @@ class InboundLink:
             raise ProtocolError(f"batch for link {batch.link_id} on link {self.link_id}")
         payloads = _payloads(batch, self._max_frame_size)
         count = len(payloads)
+        if count > self._window:
+            raise ProtocolError(
+                f"publisher sent {count} messages on {self.route} with {self._window} credit"
+            )
+        self._window -= count
         first = batch.first_sequence
         self.dropped_by_publisher += batch.dropped_since_last
         if first <= self.last_delivered:
             payloads = payloads[self.last_delivered - first + 1 :]
             first = self.last_delivered + 1
-        elif self.qos.reliable and self.last_delivered and first != self.last_delivered + 1:
+        elif self.qos.reliable and first - self.last_delivered - 1 > batch.dropped_since_last:
+            # A reliable link skips only messages the publisher reports as expired.
             raise ProtocolError(
                 f"reliable link on {self.route} skipped from {self.last_delivered} to {first}"
             )

@@ -78,6 +78,7 @@ class OutboundLink:
         self.acked = 0
         self.sent = 0
         self.expired = 0
+        self._unreported_expired = 0
         self.compressed_batches = 0
         self._reported_drops = 0
         self._message_ttl = message_ttl
@@ -138,8 +139,8 @@ class OutboundLink:
                 self._resume(opening)
 
             async def write() -> None:
-                await self._resend_unacked(writer)
                 try:
+                    await self._resend_unacked(writer)
                     await self._write_batches(writer)
                 except Closed:
                     return
@@ -164,27 +165,36 @@ class OutboundLink:
         self.acked = max(self.acked, resume_after)
 
     async def _resend_unacked(self, writer: FrameWriter) -> None:
+        """Resend what the subscriber did not acknowledge, within its credit, in order."""
         cutoff = time.monotonic() - self._message_ttl
+        expired = 0
         while self.unacked and self.unacked[0][2] < cutoff:
             self.unacked.popleft()
-            self.expired += 1
-        if not self.unacked:
-            return
+            expired += 1
+        # Expired messages are not resent; the next batch reports them, so the subscriber
+        # accepts the gap in sequence numbers they leave.
+        self.expired += expired
+        self._unreported_expired += expired
         pending = list(self.unacked)
-        for start in range(0, len(pending), MAX_BATCH_MESSAGES):
-            chunk = pending[start : start + MAX_BATCH_MESSAGES]
+        while pending:
+            await self._wait_credit()
+            chunk, pending = pending[: self.credit], pending[self.credit :]
+            self.credit -= len(chunk)
             await writer.write_frames(
                 [self._batch_frame(chunk[0][0], [payload for _, payload, _ in chunk])]
             )
+
+    async def _wait_credit(self) -> None:
+        while self.credit <= 0:
+            await self._credit_changed.wait()
+            if self.queue.closed:
+                raise Closed("link closed")
 
     async def _write_batches(self, writer: FrameWriter) -> None:
         queue = self.queue
         while True:
             await queue.wait_nonempty()
-            while self.credit <= 0:
-                await self._credit_changed.wait()
-                if queue.closed:
-                    raise Closed("link closed")
+            await self._wait_credit()
             bodies: list[bytes] = []
             while queue.items and self.credit > 0:
                 count = min(len(queue.items), self.credit, MAX_BATCH_MESSAGES)
@@ -205,8 +215,9 @@ class OutboundLink:
             await writer.write_frames(bodies)
 
     def _batch_frame(self, first: int, payloads: list[bytes]) -> bytes:
-        dropped = self.queue.dropped - self._reported_drops
+        dropped = self.queue.dropped - self._reported_drops + self._unreported_expired
         self._reported_drops = self.queue.dropped
+        self._unreported_expired = 0
         batch = data_pb2.DataBatch(
             link_id=self.link_id,
             first_sequence=first,

@@ -26,6 +26,7 @@ __all__ = [
     "PermissionDenied",
     "ProtocolError",
     "RouteError",
+    "Timeout",
     "TransientError",
     "TypeMismatch",
     "UnknownRoute",
@@ -85,6 +86,10 @@ class WouldBlock(TransientError):
     subscriber with the ``block`` overflow policy has no room (and then no subscriber
     received the message: fan-out is all or nothing).
     """
+
+
+class Timeout(TransientError):
+    """An operation did not complete within its time limit (a call got no reply in time)."""
 
 
 class Unavailable(TransientError):

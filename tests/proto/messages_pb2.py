@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atests/proto/messages.proto\x12\tdndm.test\"\x13\n\x03\x46oo\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x1b\n\x03\x42\x61r\x12\t\n\x01\x61\x18\x01 \x01(\r\x12\t\n\x01\x62\x18\x02 \x01(\r\"&\n\x06Sample\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atests/proto/messages.proto\x12\tdndm.test\"\x13\n\x03\x46oo\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x1b\n\x03\x42\x61r\x12\t\n\x01\x61\x18\x01 \x01(\r\x12\t\n\x01\x62\x18\x02 \x01(\r\"&\n\x06Sample\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"&\n\x07Request\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x0c\n\x04text\x18\x02 \x01(\t\"$\n\x05Reply\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\x0c\n\x04text\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BAR']._serialized_end=89
   _globals['_SAMPLE']._serialized_start=91
   _globals['_SAMPLE']._serialized_end=129
+  _globals['_REQUEST']._serialized_start=131
+  _globals['_REQUEST']._serialized_end=169
+  _globals['_REPLY']._serialized_start=171
+  _globals['_REPLY']._serialized_end=207
 # @@protoc_insertion_point(module_scope)
