@@ -5,6 +5,9 @@ and every matching pair is linked: in the same process with zero copies, and (wi
 across processes and machines over libp2p.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from .config import NodeConfig
 from .errors import (
     CallbackError,
     Closed,
@@ -33,11 +36,29 @@ from .pattern import Pattern
 from .qos import Overflow, QoS
 from .route import HashedRoute, PlainRoute, Route, parse_route
 from .router import RouteInfo, Router
+from .rpc import Caller, Service
+
+if TYPE_CHECKING:
+    from .node import LinkStats, Node, NodeEvent, PeerInfo
+
+#: Names served lazily: the node imports py-libp2p (half a second and ~80 MB), which programs
+#: that only use the in-process router should not pay for.
+_NODE_NAMES = ("LinkStats", "Node", "NodeEvent", "PeerInfo")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NODE_NAMES:
+        from . import node
+
+        return getattr(node, name)
+    raise AttributeError(f"module 'dndm_p2p' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CallbackError",
+    "Caller",
     "Closed",
     "ConfigError",
     "ConnectionLost",
@@ -51,11 +72,16 @@ __all__ = [
     "LinkEvent",
     "LinkEventKind",
     "LinkInfo",
+    "LinkStats",
     "MalformedFrame",
     "NoInterest",
+    "Node",
+    "NodeConfig",
+    "NodeEvent",
     "Overflow",
     "Pattern",
     "PermanentError",
+    "PeerInfo",
     "PermissionDenied",
     "PlainRoute",
     "ProtocolError",
@@ -64,6 +90,7 @@ __all__ = [
     "RouteError",
     "RouteInfo",
     "Router",
+    "Service",
     "Timeout",
     "TransientError",
     "TypeMismatch",

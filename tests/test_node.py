@@ -295,3 +295,25 @@ async def test_drops_are_counted_at_both_ends() -> None:
         assert sent.dropped == 2004
         assert received.dropped == sent.dropped
         assert sub.stats.dropped == 0
+
+
+async def test_a_subscriber_stalled_past_yamux_patience_keeps_its_stream() -> None:
+    """py-libp2p's yamux resets a stream whose reader stalls for 5 s; credit keeps the writer
+    from ever waiting on the stream, so a subscriber may stall for as long as it likes."""
+    async with (
+        mesh(2) as (a, b),
+        a.publish("stall", Foo) as out,
+        b.subscribe("stall", Foo, depth=64, overflow="block") as sub,
+    ):
+        with trio.fail_after(10):
+            await out.wait_interest()
+        session = b.session(a.peer_id)
+        total = 5000
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(out.send_many, [Foo(text=str(i)) for i in range(total)])
+            await trio.sleep(6.0)  # the subscriber reads nothing for longer than yamux allows
+            got = await receive(sub, total, seconds=30)
+        assert [m.text for m in got] == [str(i) for i in range(total)]
+        assert b.session(a.peer_id) is session
+        assert a.error_count == 0
+        assert b.error_count == 0
