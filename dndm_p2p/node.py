@@ -388,6 +388,8 @@ class Node:
             self._schedule_reconnect(session.peer)
 
     async def _drop_connection(self, peer_id: ID) -> None:
+        if self.session(str(peer_id)) is not None:
+            return  # a new session already took over the peer's (new) connection
         try:
             await self.host.disconnect(peer_id)
         except Exception as exc:

@@ -116,6 +116,7 @@ class PeerSession:
         self._pending_frames: list[control_pb2.ControlFrame] = []
         self._wake_writer = trio.Event()
         self._pings: dict[int, int] = {}
+        self._link_failures: dict[str, int] = {}
         self._last_heard = time.monotonic()
         self._nursery: trio.Nursery | None = None
         self._writer: FrameWriter | None = None
@@ -227,6 +228,14 @@ class PeerSession:
                     await writer.write_messages(_stamped(f) for f in frames)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
+                # Last words: a Result queued as the session failed (say, a version mismatch)
+                # must reach the peer before the stream closes.
+                last = [f for f in self._pending_frames if f.WhichOneof("body") == "result"]
+                if last and not writer.broken:
+                    try:
+                        await writer.write_messages(_stamped(f) for f in last)
+                    except ConnectionLost:
+                        pass
                 await _close_quietly(stream)
 
     async def _ping_loop(self) -> None:
@@ -389,6 +398,7 @@ class PeerSession:
                 self._nursery.start_soon(self._run_inbound, link, scope)
 
     async def _run_inbound(self, link: InboundLink, scope: trio.CancelScope) -> None:
+        failed = False
         with scope:
             try:
                 stream = await self.node.host.new_stream(
@@ -399,7 +409,7 @@ class PeerSession:
                     ConnectionLost(f"could not open a data stream to {self.peer}: {exc}"),
                     peer=self.peer,
                 )
-                self._forget_inbound(link)
+                self._forget_inbound(link, failed=True)
                 return
             self.stats.links_opened += 1
             reader = FrameReader(stream, MAX_FRAME_SIZE)
@@ -409,13 +419,16 @@ class PeerSession:
             except UnknownRoute as exc:
                 # The peer withdrew the intent while we were opening: its advert follows.
                 self.node.report_error(exc, peer=self.peer)
+                failed = True
             except ProtocolError as exc:
                 self.stats.protocol_errors += 1
                 self.node.report_error(exc, peer=self.peer)
+                failed = True
                 with trio.move_on_after(1):
-                    await writer.write_frames([result_frame(_code(exc), str(exc), link.link_id)])
+                    await _write_quietly(writer, result_frame(_code(exc), str(exc), link.link_id))
             except ConnectionLost as exc:
                 self.node.report_error(exc, peer=self.peer)
+                failed = True
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     if scope.cancel_called and not writer.broken:
@@ -423,12 +436,23 @@ class PeerSession:
                             writer, result_frame(result_pb2.Result.CLOSED, "unsubscribed")
                         )
                     await _close_quietly(stream)
-        self._forget_inbound(link)
+        self._forget_inbound(link, failed=failed and not scope.cancel_called)
 
-    def _forget_inbound(self, link: InboundLink) -> None:
+    def _forget_inbound(self, link: InboundLink, *, failed: bool = False) -> None:
         entry = self.inbound.get(link.route.id)
         if entry is not None and entry[0] is link:
             del self.inbound[link.route.id]
+        if failed and self._nursery is not None:
+            # Try again later (a link that keeps failing backs off to ten seconds).
+            failures = self._link_failures.get(link.route.id, 0) + 1
+            self._link_failures[link.route.id] = failures
+            self._nursery.start_soon(self._reconcile_later, min(10.0, 0.1 * 2**failures))
+        else:
+            self._link_failures.pop(link.route.id, None)
+
+    async def _reconcile_later(self, delay: float) -> None:
+        await trio.sleep(delay)
+        self.reconcile()
 
     # -- data links the peer opens (it subscribes to our routes) ----------------------------------
 
