@@ -1,87 +1,198 @@
-"""The demo: a small robot's message bus in one process, with no configuration.
+"""The demo: a small robot's message bus on three real nodes, with no configuration.
 
-Two temperature sensors publish on ``robot.<part>.temp``; a controller subscribes to one of them
-by its exact route, a logger to all of them with the pattern ``robot.*.temp``; a drive publishes
-``Twist`` commands on the same path as a temperature to show that two types on one path are two
-routes.  Each producer idles until somebody listens (``wait_interest``), and every step is printed.
+Three :class:`~dndm_p2p.node.Node` objects run in this process, each with its own libp2p host on
+127.0.0.1 and a fresh identity, and connect to each other through the addresses they print:
+
+* **sensors** publishes ``Temperature`` on ``robot.arm.temp`` and ``robot.leg.temp``, and
+  ``Twist`` on ``robot.arm.temp`` (the same path with another type: another route);
+* **controller** subscribes to the exact route ``Temperature@robot.arm.temp``;
+* **logger** subscribes to the pattern ``robot.*.temp`` (every temperature) and to the ``Twist``.
+
+The sensors declare their intents before anyone listens and wait (an intent knows who listens);
+each link is printed as it appears, with the peer it leads to; then every sensor publishes
+``count`` messages and every consumer prints what it gets, with the latency.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from contextlib import AsyncExitStack
+from typing import Any
 
 import trio
 
+from .config import NodeConfig
+from .errors import Unavailable
 from .intent import Intent
 from .interest import Interest
-from .links import LinkEventKind
+from .links import LinkInfo
+from .node import Node
 from .proto.demo_pb2 import Temperature, Twist
-from .router import Router
 
 __all__ = ["run_demo"]
 
+#: How long the whole demo may take before it gives up, in seconds.
+DEMO_TIMEOUT = 60.0
 
-async def _sensor(intent: Intent[Temperature], part: str, count: int, period: float) -> None:
-    links = await intent.wait_interest()
-    print(f"[{part} sensor] {len(links)} listener(s) linked; starting to publish")
-    for seq in range(1, count + 1):
-        celsius = 20.0 + 5.0 * math.sin(seq / 3.0) + (2.0 if part == "leg" else 0.0)
-        await intent.send(Temperature(celsius=round(celsius, 2), seq=seq, sensor=part))
-        await trio.sleep(period)
+_WIDTH = len("[controller]")
 
 
-async def _print_links(intent: Intent[Temperature], part: str) -> None:
-    async for event in intent.links():
-        verb = "linked to" if event.kind is LinkEventKind.LINKED else "unlinked from"
-        print(f"[{part} sensor] {verb} interest #{event.link.handle_id} ({event.link.route})")
+def _say(who: str, text: str) -> None:
+    print(f"{f'[{who}]':<{_WIDTH}}  {text}", flush=True)
 
 
-async def _consume(
-    name: str, interest: Interest[Temperature], count: int, say: Callable[[str], None]
-) -> None:
-    for _ in range(count):
-        msg = await interest.receive()
-        say(f"[{name}] {msg.sensor}: {msg.celsius:.2f} °C (seq {msg.seq})")
+def _short(peer: str | None) -> str:
+    return "this node" if peer is None else f"…{peer[-6:]}"
+
+
+def _short_route(route: object) -> str:
+    """``Temperature@robot.arm.temp`` for ``dndm.demo.v1.Temperature@robot.arm.temp``."""
+    type_name, _, path = str(route).partition("@")
+    return f"{type_name.rpartition('.')[2]}@{path}"
+
+
+class _Demo:
+    """The state shared by the demo's tasks."""
+
+    def __init__(self, count: int, period: float) -> None:
+        self.count = count
+        self.period = period
+        self.names: dict[str, str] = {}
+        #: When each message was sent (perf counter, ns), by (stream, number).
+        self.sent_at: dict[tuple[str, int], int] = {}
+        self.received: dict[str, int] = {"controller": 0, "logger": 0, "logger:twist": 0}
+
+    def who(self, peer: str | None) -> str:
+        return f"{self.names.get(peer or '', '?')} ({_short(peer)})"
+
+    def latency(self, stream: str, number: int) -> str:
+        sent = self.sent_at.get((stream, number))
+        if sent is None:
+            return ""
+        return f"latency {(time.perf_counter_ns() - sent) / 1000:,.0f} µs"
+
+    def sender(self, interest: Interest[Any]) -> str:
+        peers = {link.peer for link in interest.intents}
+        return self.names.get(peers.pop() or "", "?") if len(peers) == 1 else "?"
+
+    def linked(self, links: frozenset[LinkInfo]) -> str:
+        return " and ".join(sorted({self.who(link.peer) for link in links}))
+
+    async def temperatures(self, intent: Intent[Temperature], part: str, listeners: int) -> None:
+        links = await intent.wait_links(lambda links: len(links) >= listeners)
+        _say(
+            "sensors",
+            f"{_short_route(intent.route)} linked to {self.linked(links)}: "
+            f"publishing {self.count} readings",
+        )
+        for seq in range(1, self.count + 1):
+            celsius = 20.0 + 5.0 * math.sin(seq / 3.0) + (2.0 if part == "leg" else 0.0)
+            self.sent_at[(part, seq)] = time.perf_counter_ns()
+            await intent.send(Temperature(celsius=round(celsius, 2), seq=seq, sensor=part))
+            await trio.sleep(self.period)
+
+    async def twists(self, intent: Intent[Twist]) -> None:
+        links = await intent.wait_interest()
+        _say(
+            "sensors",
+            f"{_short_route(intent.route)} linked to {self.linked(links)}: "
+            f"publishing {self.count} commands",
+        )
+        for number in range(1, self.count + 1):
+            self.sent_at[("twist", number)] = time.perf_counter_ns()
+            await intent.send(Twist(linear=round(0.1 * number, 2), angular=0.1))
+            await trio.sleep(self.period)
+
+    async def show_sources(self, consumer: str, interest: Interest[Any], routes: int) -> None:
+        links = await interest.wait_links(lambda links: len(links) >= routes)
+        what = f"pattern {interest.pattern}" if interest.pattern is not None else "subscription"
+        sources = " and ".join(sorted(_short_route(link.route) for link in links))
+        _say(consumer, f"{what} linked to {sources}, published by {self.linked(links)}")
+
+    async def consume_temperatures(
+        self, consumer: str, interest: Interest[Temperature], expected: int
+    ) -> None:
+        while self.received[consumer] < expected:
+            msg = await interest.receive()
+            self.received[consumer] += 1
+            _say(
+                consumer,
+                f"{msg.sensor:<4} {msg.celsius:6.2f} °C  seq {msg.seq}  from "
+                f"{self.sender(interest)}  {self.latency(msg.sensor, msg.seq)}",
+            )
+
+    async def consume_twists(self, interest: Interest[Twist]) -> None:
+        while self.received["logger:twist"] < self.count:
+            msg = await interest.receive()
+            self.received["logger:twist"] += 1
+            number = self.received["logger:twist"]
+            _say(
+                "logger",
+                f"twist linear {msg.linear:.2f} m/s angular {msg.angular:.2f} rad/s  from "
+                f"{self.sender(interest)}  {self.latency('twist', number)}",
+            )
 
 
 async def run_demo(count: int = 5, period: float = 0.05) -> dict[str, int]:
-    """Run the in-process demo and return how many messages each consumer received."""
-    received: dict[str, int] = {"controller": 0, "logger": 0, "drive-listener": 0}
+    """Run the three-node demo and return how many messages each consumer received.
 
-    def counted(name: str) -> Callable[[str], None]:
-        def say(line: str) -> None:
-            received[name] += 1
-            print(line)
+    The keys are ``controller`` (arm temperatures), ``logger`` (every temperature, by pattern)
+    and ``logger:twist`` (the drive's commands).  Raises :class:`Unavailable` if the messages do
+    not all arrive within :data:`DEMO_TIMEOUT` seconds.
+    """
+    demo = _Demo(count, period)
+    print("dndm demo: three nodes on 127.0.0.1, linked by route name and type\n", flush=True)
+    async with AsyncExitStack() as stack:
+        nodes: dict[str, Node] = {}
+        for name in ("sensors", "controller", "logger"):
+            node = await stack.enter_async_context(Node(NodeConfig(name=name)))
+            nodes[name] = node
+            demo.names[node.peer_id] = name
+            _say(name, f"listening on {node.addrs[0]}")
+        sensors, controller, logger = nodes["sensors"], nodes["controller"], nodes["logger"]
+        with trio.fail_after(DEMO_TIMEOUT):
+            for node, target in ((controller, sensors), (logger, sensors), (logger, controller)):
+                await node.connect(target.addrs[0])
+                _say(node.name, f"connected to {demo.who(target.peer_id)}")
+        print(flush=True)
 
-        return say
+        arm = await stack.enter_async_context(sensors.publish("robot.arm.temp", Temperature))
+        leg = await stack.enter_async_context(sensors.publish("robot.leg.temp", Temperature))
+        drive = await stack.enter_async_context(sensors.publish("robot.arm.temp", Twist))
+        for intent in (arm, leg, drive):
+            _say("sensors", f"publishes {intent.route}")
+        _say("sensors", "nobody listens yet: the sensors wait for subscribers")
+        print(flush=True)
 
-    async with Router(name="demo") as router:
-        arm = router.publish("robot.arm.temp", Temperature)
-        leg = router.publish("robot.leg.temp", Temperature)
-        drive = router.publish("robot.arm.temp", Twist)
-        print(f"declared intents: {arm.route}, {leg.route}, {drive.route}")
-        async with arm, leg, drive, trio.open_nursery() as nursery:
-            nursery.start_soon(_print_links, arm, "arm")
-            nursery.start_soon(_sensor, arm, "arm", count, period)
-            nursery.start_soon(_sensor, leg, "leg", count, period)
-            await trio.sleep(period)  # nobody listens yet: the sensors idle
-            async with (
-                router.subscribe("robot.arm.temp", Temperature) as controller,
-                router.subscribe("robot.*.temp", Temperature) as logger,
-                router.subscribe("robot.arm.temp", Twist, depth=8) as commands,
-            ):
-                print(f"controller #{controller.handle_id} subscribed to {controller.route}")
-                print(f"logger #{logger.handle_id} subscribed to pattern {logger.pattern}")
-                await drive.send(Twist(linear=0.5, angular=0.1))
-                twist = await commands.receive()
-                received["drive-listener"] += 1
-                print(f"[drive-listener] twist linear={twist.linear} angular={twist.angular}")
-                async with trio.open_nursery() as consumers:
-                    consumers.start_soon(
-                        _consume, "controller", controller, count, counted("controller")
-                    )
-                    consumers.start_soon(_consume, "logger", logger, 2 * count, counted("logger"))
-            nursery.cancel_scope.cancel()
-    print(f"done: {received}")
-    return received
+        async with (
+            controller.subscribe("robot.arm.temp", Temperature) as arm_temps,
+            logger.subscribe("robot.*.temp", Temperature) as all_temps,
+            logger.subscribe("robot.arm.temp", Twist) as commands,
+        ):
+            _say("controller", f"subscribes to {arm_temps.route}")
+            _say("logger", f"subscribes to the pattern {all_temps.link.route}")
+            _say("logger", f"subscribes to {commands.route}")
+            print(flush=True)
+            try:
+                with trio.fail_after(DEMO_TIMEOUT):
+                    async with trio.open_nursery() as flow:
+                        flow.start_soon(demo.show_sources, "logger", all_temps, 2)
+                        flow.start_soon(demo.temperatures, arm, "arm", 2)
+                        flow.start_soon(demo.temperatures, leg, "leg", 1)
+                        flow.start_soon(demo.twists, drive)
+                        flow.start_soon(demo.consume_temperatures, "controller", arm_temps, count)
+                        flow.start_soon(demo.consume_temperatures, "logger", all_temps, 2 * count)
+                        flow.start_soon(demo.consume_twists, commands)
+            except trio.TooSlowError:
+                raise Unavailable(
+                    f"the demo's messages did not all arrive within {DEMO_TIMEOUT:g} s: "
+                    f"{demo.received}"
+                ) from None
+    print(
+        f"\ndone: the controller got {demo.received['controller']} arm temperatures, the logger "
+        f"{demo.received['logger']} temperatures (pattern robot.*.temp) and "
+        f"{demo.received['logger:twist']} twists",
+        flush=True,
+    )
+    return demo.received

@@ -49,6 +49,7 @@ from .libp2p_fixes import (
     clear_dial_backoff,
     close_host,
     forget_peer_addrs,
+    release_inbound_slots,
     require_listeners,
     track_listeners,
     unwrap_host_run_exception,
@@ -204,6 +205,7 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
     if isinstance(network, Swarm):  # new_host() has no retry_config parameter
         network.retry_config = RetryConfig(max_retries=config.dial_retries)
     track_listeners(host)
+    release_inbound_slots(host)
     return host
 
 

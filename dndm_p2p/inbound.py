@@ -24,13 +24,12 @@ from .adverts import qos_to_wire
 from .errors import (
     ConnectionLost,
     MalformedFrame,
-    PermissionDenied,
     ProtocolError,
-    UnknownRoute,
 )
 from .links import LinkInfo, LinkTracker
 from .outbound import now_us
 from .qos import QoS
+from .results import error_for
 from .route import Route
 from .router import Router, RouteState
 
@@ -111,8 +110,9 @@ class InboundLink:
                     if kind == "batch":
                         credit += await self._deliver(frame.batch)
                     elif kind == "result":
-                        _raise_result(frame.result, self.route)
-                        return
+                        if frame.result.code in (result_pb2.Result.OK, result_pb2.Result.CLOSED):
+                            return
+                        raise error_for(frame.result, f"publisher {self.peer} on {self.route}")
                     else:
                         raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
                 if credit:
@@ -196,15 +196,3 @@ def _payloads(batch: data_pb2.DataBatch, max_size: int) -> list[bytes]:
     if batch.compression:
         compression.decompress_batch(batch, max_size)
     return list(batch.messages)
-
-
-def _raise_result(result: result_pb2.Result, route: Route) -> None:
-    code = result.code
-    text = f"publisher on {route}: {result.description}"
-    if code in (result_pb2.Result.OK, result_pb2.Result.CLOSED):
-        return
-    if code == result_pb2.Result.UNKNOWN_ROUTE:
-        raise UnknownRoute(text)
-    if code == result_pb2.Result.PERMISSION_DENIED:
-        raise PermissionDenied(text)
-    raise ProtocolError(f"{result_pb2.Result.Code.Name(code)}: {text}")

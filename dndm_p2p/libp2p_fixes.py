@@ -16,19 +16,24 @@ upgrade fixes a bug, that test fails: delete the test and the workaround togethe
 * :func:`require_listeners`: a host whose listen address cannot be bound runs anyway, deaf.
 * :func:`track_listeners` / :func:`close_orphan_listeners`: the listener of an address that
   failed to bind is dropped without being closed, and its task runs forever.
+* :func:`release_inbound_slots`: every inbound connection holds an inbound slot and a task
+  until the whole swarm stops, so a long-running host ends up refusing all connections.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import trio
-from libp2p.abc import IHost, IListener
+from libp2p.abc import IHost, IListener, IMuxedConn
 from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.pb import crypto_pb2
+from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
@@ -42,6 +47,7 @@ __all__ = [
     "decode_ed25519_private_key",
     "encode_ed25519_private_key",
     "forget_peer_addrs",
+    "release_inbound_slots",
     "require_listeners",
     "track_listeners",
     "unwrap_host_run_exception",
@@ -276,3 +282,43 @@ async def close_orphan_listeners(host: IHost) -> None:
                 await listener.close()
             except Exception:
                 logger.debug("closing an orphaned listener failed", exc_info=True)
+
+
+def release_inbound_slots(host: IHost) -> None:
+    """Let each inbound connection give back its inbound slot (and task) when it closes.
+
+    py-libp2p bug: ``Swarm._do_handle_inbound_connection`` keeps the handler of every accepted
+    TCP connection alive with ``await self.manager.wait_finished()``, that is until the whole
+    swarm stops, and the handler holds one of the swarm's inbound slots all that time.  A
+    closed connection therefore leaves a task behind, and after ``max_connections`` inbound
+    connections over the host's lifetime (even with none open) it refuses every new one.
+
+    The replacement, installed on this host's swarm only, does the same work but waits for
+    *that* connection to close.  Pre-multiplexed connections (QUIC) keep the original path.
+    """
+    swarm: Any = host.get_network()
+    original = swarm._do_handle_inbound_connection
+
+    async def handle(read_write_closer: Any, maddr: Multiaddr, failure_event: Any) -> None:
+        if isinstance(read_write_closer, IMuxedConn):
+            await original(read_write_closer, maddr, failure_event)
+            return
+        remote = swarm._build_remote_multiaddr(read_write_closer)
+        if remote is not None and not await swarm.connection_gate.is_allowed(remote):
+            with contextlib.suppress(Exception):
+                await read_write_closer.close()
+            return
+        raw_conn = RawConnection(read_write_closer, False)
+        try:
+            muxed = await swarm.upgrade_inbound_raw_conn(raw_conn, maddr)
+        except Exception as exc:
+            logger.debug("inbound upgrade from %s failed: %s", remote, exc)
+            with contextlib.suppress(Exception):
+                await raw_conn.close()
+            return
+        for conn in swarm.get_connections(muxed.peer_id):
+            if conn.muxed_conn is muxed:
+                await conn.event_closed.wait()
+                return
+
+    swarm._do_handle_inbound_connection = handle

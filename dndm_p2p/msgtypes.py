@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -51,6 +51,8 @@ __all__ = [
     "type_from_descriptor_set",
     "type_from_python_path",
 ]
+
+M = TypeVar("M", bound=Message)
 
 #: Fields that hold the time a message was sent, with their unit in nanoseconds per tick.
 LATENCY_FIELDS: dict[str, int] = {"sent_ns": 1, "sent_us": 1_000, "timestamp_us": 1_000}
@@ -247,7 +249,7 @@ def message_to_json(msg: Message) -> str:
     return json.dumps(message_to_dict(msg), separators=(",", ":"), ensure_ascii=False)
 
 
-def message_from_dict(data: object, msg_type: type[Message]) -> Message:
+def message_from_dict(data: object, msg_type: type[M]) -> M:
     """Build a ``msg_type`` message from a JSON-compatible dict.
 
     :raises ConfigError: ``data`` is not an object, names an unknown field, or holds a value of
@@ -256,15 +258,17 @@ def message_from_dict(data: object, msg_type: type[Message]) -> Message:
     type_name = msg_type.DESCRIPTOR.full_name
     if not isinstance(data, dict):
         raise ConfigError(f"a {type_name} message must be a JSON object, not {_json_kind(data)}")
+    msg = msg_type()
     try:
-        return json_format.ParseDict(data, msg_type())
+        json_format.ParseDict(data, msg)
     except json_format.ParseError as exc:
         raise ConfigError(f"invalid {type_name} message: {_field_error(exc)}") from exc
     except (TypeError, ValueError, AttributeError) as exc:  # defensive: malformed values
         raise ConfigError(f"invalid {type_name} message: {exc}") from exc
+    return msg
 
 
-def message_from_json(text: str | bytes, msg_type: type[Message]) -> Message:
+def message_from_json(text: str | bytes, msg_type: type[M]) -> M:
     """Build a ``msg_type`` message from JSON text (one object).
 
     :raises ConfigError: the text is not JSON, or see :func:`message_from_dict`.
@@ -279,7 +283,7 @@ def message_from_json(text: str | bytes, msg_type: type[Message]) -> Message:
 # -- generated messages and latency -------------------------------------------------------------
 
 
-def generate_message(msg_type: type[Message], seq: int, *, now_ns: int | None = None) -> Message:
+def generate_message(msg_type: type[M], seq: int, *, now_ns: int | None = None) -> M:
     """A made-up ``msg_type`` message, number ``seq`` (from 1) of a generated stream.
 
     A numeric field named ``seq`` gets ``seq``; the time fields of :data:`LATENCY_FIELDS` get the

@@ -383,8 +383,7 @@ class Node:
             return
         if self._nursery is not None:
             self._nursery.start_soon(self._drop_connection, session.peer_id)
-        had_links = bool(session.inbound or session.outbound)
-        if session.peer in self._wanted or had_links:
+        if session.peer in self._wanted or session.had_links:
             self._schedule_reconnect(session.peer)
 
     async def _drop_connection(self, peer_id: ID) -> None:
@@ -459,7 +458,7 @@ class Node:
         except Closed:
             await stream.reset()
             return
-        if len(session.outbound) >= self.config.max_links_per_peer:
+        if session.pending_data_streams >= self.config.max_links_per_peer:
             self.dropped_streams += 1
             self.report_error(
                 ProtocolError(f"{peer_id} opened more than {self.config.max_links_per_peer} links"),
@@ -467,6 +466,7 @@ class Node:
             )
             await stream.reset()
             return
+        session.pending_data_streams += 1
         session.nursery.start_soon(session.serve_data, stream)
 
     # -- links ------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .links import LinkInfo, LinkTracker
 from .nurseries import race
 from .qos import Overflow, QoS
 from .queue import DeliveryQueue
+from .results import error_for
 from .route import Route
 from .router import Router, RouteState
 
@@ -249,10 +250,7 @@ class OutboundLink:
                     self.queue.close()
                     self._credit_changed.set()
                     return
-                raise ProtocolError(
-                    f"subscriber {self.peer} reported on {self.route}: "
-                    f"{result_pb2.Result.Code.Name(frame.result.code)} {frame.result.description}"
-                )
+                raise error_for(frame.result, f"subscriber {self.peer} on {self.route}")
             else:
                 raise ProtocolError(f"unexpected {kind!r} frame from the subscriber")
 
@@ -273,14 +271,3 @@ class OutboundLink:
             self.credit += ack.credit
             self._credit_changed.set()
             self._credit_changed = trio.Event()
-
-
-def result_frame(
-    code: result_pb2.Result.Code.ValueType, description: str, link_id: int = 0
-) -> bytes:
-    """A serialized DataFrame carrying a Result: how a link is refused or closed."""
-    frame = control_pb2.DataFrame(
-        result=result_pb2.Result(code=code, description=description, link_id=link_id)
-    )
-    frame.header.timestamp_us = now_us()
-    return frame.SerializeToString()

@@ -18,6 +18,7 @@ it, and producers see their interest sets change at once.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 import time
@@ -41,7 +42,6 @@ from protocols.v1 import (
     advert_pb2,
     common_pb2,
     control_pb2,
-    data_pb2,
     hello_pb2,
     ping_pb2,
     result_pb2,
@@ -57,8 +57,9 @@ from .errors import (
     VersionMismatch,
 )
 from .inbound import InboundLink
-from .outbound import OutboundLink, now_us, result_frame
+from .outbound import OutboundLink, now_us
 from .qos import Overflow, QoS
+from .results import code_for, data_result, error_for
 from .route import Route
 from .router import Router
 
@@ -117,6 +118,13 @@ class PeerSession:
         self._wake_writer = trio.Event()
         self._pings: dict[int, int] = {}
         self._link_failures: dict[str, int] = {}
+        self._closing = False
+        #: Whether the session had links when it ended (the node then reconnects).
+        self.had_links = False
+        self._serving_control = False
+        self._sent_frames = itertools.count(1)
+        #: Data streams the peer opened that are still being served (links or not yet).
+        self.pending_data_streams = 0
         self._last_heard = time.monotonic()
         self._nursery: trio.Nursery | None = None
         self._writer: FrameWriter | None = None
@@ -150,6 +158,7 @@ class PeerSession:
                 nursery.start_soon(self._guarded, self._ping_loop)
         finally:
             self._nursery = None
+            self.had_links = bool(self.inbound or self.outbound)
             for link, scope in self.inbound.values():
                 scope.cancel()
                 link.detach()
@@ -167,6 +176,22 @@ class PeerSession:
             self.error = error
             self.stats.errors.append(str(error))
             self.node.report_error(error, peer=self.peer)
+        nursery = self._nursery
+        if nursery is None:
+            return
+        if self._has_last_words() and not self._closing:
+            # Let the writer deliver the Result that says why (at most one second).
+            self._closing = True
+            self._wake_writer.set()
+            nursery.start_soon(self._cancel_after, 1.0)
+            return
+        nursery.cancel_scope.cancel()
+
+    def _has_last_words(self) -> bool:
+        return any(f.WhichOneof("body") == "result" for f in self._pending_frames)
+
+    async def _cancel_after(self, delay: float) -> None:
+        await trio.sleep(delay)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -203,6 +228,12 @@ class PeerSession:
         self._pending_frames.append(frame)
         self._wake_writer.set()
 
+    def _stamped(self, frame: control_pb2.ControlFrame) -> control_pb2.ControlFrame:
+        """Give an outgoing control frame its send time and its sequence number (from 1)."""
+        frame.header.timestamp_us = now_us()
+        frame.header.sequence = next(self._sent_frames)
+        return frame
+
     async def _run_control_writer(self) -> None:
         try:
             stream = await self.node.host.new_stream(self.peer_id, [TProtocol(CONTROL_PROTOCOL_ID)])
@@ -213,7 +244,7 @@ class PeerSession:
         self._writer = writer
         # The hello carries the full current set; adverts queued before it are in it.
         self._pending.clear()
-        await writer.write_message(_stamped(self._hello()))
+        await writer.write_message(self._stamped(self._hello()))
         try:
             while True:
                 await self._wake_writer.wait()
@@ -225,17 +256,17 @@ class PeerSession:
                         batch = advert_pb2.AdvertBatch(adverts=adverts[start : start + 512])
                         frames.append(control_pb2.ControlFrame(adverts=batch))
                 if frames:
-                    await writer.write_messages(_stamped(f) for f in frames)
+                    await writer.write_messages(self._stamped(f) for f in frames)
+                if self._closing and not self._has_last_words():
+                    self.close()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 # Last words: a Result queued as the session failed (say, a version mismatch)
                 # must reach the peer before the stream closes.
                 last = [f for f in self._pending_frames if f.WhichOneof("body") == "result"]
                 if last and not writer.broken:
-                    try:
-                        await writer.write_messages(_stamped(f) for f in last)
-                    except ConnectionLost:
-                        pass
+                    with contextlib.suppress(ConnectionLost):
+                        await writer.write_messages(self._stamped(f) for f in last)
                 await _close_quietly(stream)
 
     async def _ping_loop(self) -> None:
@@ -261,30 +292,44 @@ class PeerSession:
 
     async def serve_control(self, stream: INetStream) -> None:
         """Read the control stream the peer opened, until it ends."""
+        if self._serving_control:
+            # One control stream per direction: a second one is refused (and counted).
+            self.stats.protocol_errors += 1
+            self.node.report_error(
+                ProtocolError(f"{self.peer} opened a second control stream"), peer=self.peer
+            )
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await _reset_quietly(stream)
+            return
+        self._serving_control = True
         reader = FrameReader(stream, MAX_CONTROL_FRAME_SIZE)
+        nonce = 0
         try:
             first = await read_message(reader, control_pb2.ControlFrame)
             if first is None:
                 raise ConnectionLost(f"{self.peer} closed its control stream before the hello")
+            nonce = first.header.sequence
             if first.WhichOneof("body") != "hello":
                 raise ProtocolError(f"{self.peer} sent {first.WhichOneof('body')!r} before hello")
-            self._on_hello(first.hello)
+            self._on_hello(first)
             while True:
                 frame = await read_message(reader, control_pb2.ControlFrame)
                 if frame is None:
                     raise ConnectionLost(f"{self.peer} closed its control stream")
+                nonce = frame.header.sequence
                 self._last_heard = time.monotonic()
                 self._on_frame(frame)
         except DndmError as exc:
             if isinstance(exc, ProtocolError) and not isinstance(exc, VersionMismatch):
                 self.stats.protocol_errors += 1
-                self._queue_frame(_result_frame(exc))
+                self._queue_frame(_result_frame(exc, nonce))
             self.close(exc)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await _close_quietly(stream)
 
-    def _on_hello(self, hello: hello_pb2.Hello) -> None:
+    def _on_hello(self, frame: control_pb2.ControlFrame) -> None:
+        hello = frame.hello
         self._last_heard = time.monotonic()
         if hello.protocol_version != PROTOCOL_VERSION:
             self._queue_frame(
@@ -292,7 +337,8 @@ class PeerSession:
                     VersionMismatch(
                         f"this node speaks dndm protocol version {PROTOCOL_VERSION}, "
                         f"not {hello.protocol_version}"
-                    )
+                    ),
+                    frame.header.sequence,
                 )
             )
             raise VersionMismatch(
@@ -303,14 +349,14 @@ class PeerSession:
         self.remote_capabilities = hello.capabilities
         self.remote_intents.clear()
         self.remote_interests.clear()
-        self._apply_adverts([*hello.intents, *hello.interests])
+        self._apply_adverts([*hello.intents, *hello.interests], frame.header.sequence)
         self.hello_received.set()
         self.reconcile()
 
     def _on_frame(self, frame: control_pb2.ControlFrame) -> None:
         kind = frame.WhichOneof("body")
         if kind == "adverts":
-            self._apply_adverts(frame.adverts.adverts)
+            self._apply_adverts(frame.adverts.adverts, frame.header.sequence)
             self.reconcile()
         elif kind == "ping":
             pong = ping_pb2.Pong(
@@ -333,17 +379,14 @@ class PeerSession:
                 self.stats.pongs_received += 1
                 self.rtt_measured.set()
         elif kind == "result":
-            result = frame.result
-            name = result_pb2.Result.Code.Name(result.code)
-            if result.code == result_pb2.Result.VERSION_MISMATCH:
-                raise VersionMismatch(f"{self.peer} refused our hello: {result.description}")
-            self.node.report_error(
-                ProtocolError(f"{self.peer} reported {name}: {result.description}"), peer=self.peer
-            )
+            error = error_for(frame.result, f"{self.peer} reported")
+            if isinstance(error, VersionMismatch):
+                raise error
+            self.node.report_error(error, peer=self.peer)
         elif kind == "hello":
             raise ProtocolError(f"{self.peer} sent a second hello")
 
-    def _apply_adverts(self, adverts: Any) -> None:
+    def _apply_adverts(self, adverts: Any, nonce: int) -> None:
         for wire in adverts:
             self.stats.adverts_received += 1
             try:
@@ -352,11 +395,12 @@ class PeerSession:
                 # One bad advert costs only itself: count it, tell the peer, keep the rest.
                 self.stats.bad_adverts += 1
                 self.node.report_error(exc, peer=self.peer)
-                self._queue_frame(_result_frame(exc))
+                self._queue_frame(_result_frame(exc, nonce))
                 continue
             table = self.remote_intents if advert.is_intent else self.remote_interests
             if advert.register:
-                if len(table) >= self.node.config.max_remote_adverts:
+                limit = self.node.config.max_remote_adverts
+                if advert.handle_id not in table and len(table) >= limit:
                     self.stats.bad_adverts += 1
                     self.node.report_error(
                         ProtocolError(f"{self.peer} advertised more than the limit"), peer=self.peer
@@ -425,7 +469,7 @@ class PeerSession:
                 self.node.report_error(exc, peer=self.peer)
                 failed = True
                 with trio.move_on_after(1):
-                    await _write_quietly(writer, result_frame(_code(exc), str(exc), link.link_id))
+                    await _write_quietly(writer, data_result(exc, link_id=link.link_id))
             except ConnectionLost as exc:
                 self.node.report_error(exc, peer=self.peer)
                 failed = True
@@ -433,7 +477,10 @@ class PeerSession:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     if scope.cancel_called and not writer.broken:
                         await _write_quietly(
-                            writer, result_frame(result_pb2.Result.CLOSED, "unsubscribed")
+                            writer,
+                            data_result(
+                                result_pb2.Result.CLOSED, "unsubscribed", link_id=link.link_id
+                            ),
                         )
                     await _close_quietly(stream)
         self._forget_inbound(link, failed=failed and not scope.cancel_called)
@@ -461,37 +508,45 @@ class PeerSession:
         reader = FrameReader(stream, MAX_FRAME_SIZE)
         writer = FrameWriter(stream, MAX_FRAME_SIZE)
         link: OutboundLink | None = None
+        link_id = nonce = 0
         try:
-            opening = await self._read_link_open(reader)
+            frame = await self._read_link_open(reader)
+            opening = frame.open
+            link_id, nonce = opening.link_id, frame.header.sequence
             link = self.node.outbound_link(self, opening)
             self.outbound.add(link)
             await link.serve(reader, writer, opening)
             if link.queue.closed and not writer.broken:
                 await writer.write_frames(
-                    [result_frame(result_pb2.Result.CLOSED, "intent withdrawn", link.link_id)]
+                    [data_result(result_pb2.Result.CLOSED, "intent withdrawn", link_id=link_id)]
                 )
         except DndmError as exc:
             if isinstance(exc, ProtocolError):
                 self.stats.protocol_errors += 1
                 with trio.move_on_after(1):
-                    await _write_quietly(writer, result_frame(_code(exc), str(exc)))
+                    await _write_quietly(writer, data_result(exc, link_id=link_id, nonce=nonce))
             self.node.report_error(exc, peer=self.peer)
         finally:
+            self.pending_data_streams -= 1
             if link is not None:
                 self.outbound.discard(link)
                 self.node.link_stream_ended(link)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await _close_quietly(stream)
 
-    async def _read_link_open(self, reader: FrameReader) -> data_pb2.LinkOpen:
-        with trio.fail_after(self.node.config.handshake_timeout):
+    async def _read_link_open(self, reader: FrameReader) -> control_pb2.DataFrame:
+        timeout = self.node.config.handshake_timeout
+        frame = None
+        with trio.move_on_after(timeout):
             frame = await read_message(reader, control_pb2.DataFrame)
+            if frame is None:
+                raise ConnectionLost(f"{self.peer} closed a data stream before opening a link")
         if frame is None:
-            raise ConnectionLost(f"{self.peer} closed a data stream before opening a link")
+            raise ProtocolError(f"{self.peer} opened a data stream but no link within {timeout} s")
         kind = frame.WhichOneof("body")
         if kind != "open":
             raise ProtocolError(f"a data stream must start with LinkOpen, not {kind!r}")
-        return frame.open
+        return frame
 
     # -- introspection ----------------------------------------------------------------------------
 
@@ -515,31 +570,12 @@ def _link_qos(interests: list[Any]) -> QoS:
     return QoS(depth, overflow, any(i.qos.reliable for i in interests))
 
 
-def _code(exc: DndmError) -> result_pb2.Result.Code.ValueType:
-    from .errors import FrameTooLarge, MalformedFrame, PermissionDenied, TypeMismatch
-
-    for kind, code in (
-        (VersionMismatch, result_pb2.Result.VERSION_MISMATCH),
-        (UnknownRoute, result_pb2.Result.UNKNOWN_ROUTE),
-        (FrameTooLarge, result_pb2.Result.FRAME_TOO_LARGE),
-        (MalformedFrame, result_pb2.Result.MALFORMED),
-        (TypeMismatch, result_pb2.Result.TYPE_MISMATCH),
-        (PermissionDenied, result_pb2.Result.PERMISSION_DENIED),
-    ):
-        if isinstance(exc, kind):
-            return code
-    return result_pb2.Result.ERROR
-
-
-def _result_frame(exc: DndmError) -> control_pb2.ControlFrame:
+def _result_frame(exc: DndmError, nonce: int = 0) -> control_pb2.ControlFrame:
     return control_pb2.ControlFrame(
-        result=result_pb2.Result(code=_code(exc), description=str(exc), transient=exc.transient)
+        result=result_pb2.Result(
+            code=code_for(exc), description=str(exc), transient=exc.transient, nonce=nonce
+        )
     )
-
-
-def _stamped(frame: control_pb2.ControlFrame) -> control_pb2.ControlFrame:
-    frame.header.timestamp_us = now_us()
-    return frame
 
 
 async def _write_quietly(writer: FrameWriter, body: bytes) -> None:
@@ -547,6 +583,14 @@ async def _write_quietly(writer: FrameWriter, body: bytes) -> None:
     try:
         await writer.write_frames([body])
     except ConnectionLost:
+        return
+
+
+async def _reset_quietly(stream: INetStream) -> None:
+    """Reset a stream we refuse; py-libp2p raises if it is already gone."""
+    try:
+        await stream.reset()
+    except Exception:
         return
 
 

@@ -334,3 +334,38 @@ async def test_bug_with_default_connection_config_every_connect_takes_250_ms() -
                 await close_host(b, grace=5)
                 await close_host(a, grace=5)
     assert elapsed >= 0.25  # the happy-eyeballs delay is always waited out
+
+
+# --- Every inbound connection holds an inbound slot until the swarm stops ---------------------
+
+
+async def _inbound_slots_after_cycles(*, fixed: bool, cycles: int) -> int:
+    """Connect to a host and disconnect ``cycles`` times; return its inbound slots in use."""
+    from dndm_p2p.host import connect
+    from dndm_p2p.libp2p_fixes import release_inbound_slots
+
+    server = new_host(key_pair=generate_identity())
+    if fixed:
+        release_inbound_slots(server)
+    async with server.run([Multiaddr(DEFAULT_LISTEN_ADDR)]):
+        addr = server.get_addrs()[0]
+        for _ in range(cycles):
+            async with running_host(generate_identity()) as client:
+                await connect(client, addr)
+        with trio.fail_after(10):
+            for conn in list(server.get_network().get_connections()):
+                await conn.event_closed.wait()  # the server notices the closes in its own time
+        await trio.testing.wait_all_tasks_blocked()
+        in_use = int(server.get_network()._inbound_limiter.borrowed_tokens)
+        await close_host(server, grace=5)
+    return in_use
+
+
+async def test_bug_closed_inbound_connections_keep_their_inbound_slots() -> None:
+    with trio.fail_after(30):
+        assert await _inbound_slots_after_cycles(fixed=False, cycles=3) == 3
+
+
+async def test_fix_release_inbound_slots_gives_slots_back_when_connections_close() -> None:
+    with trio.fail_after(30):
+        assert await _inbound_slots_after_cycles(fixed=True, cycles=3) == 0
