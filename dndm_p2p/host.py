@@ -49,6 +49,7 @@ from .libp2p_fixes import (
     clear_dial_backoff,
     close_host,
     forget_peer_addrs,
+    keep_new_connections_on_close_peer,
     release_inbound_slots,
     require_listeners,
     track_listeners,
@@ -206,6 +207,7 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
         network.retry_config = RetryConfig(max_retries=config.dial_retries)
     track_listeners(host)
     release_inbound_slots(host)
+    keep_new_connections_on_close_peer(host)
     return host
 
 

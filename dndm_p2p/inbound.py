@@ -124,7 +124,9 @@ class InboundLink:
                             credit=credit,
                         )
                     )
-                    await writer.write_frames([ack.SerializeToString()])
+                    # An ack cut in half would poison the stream: let it finish (briefly).
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await writer.write_frames([ack.SerializeToString()])
         finally:
             self.detach()
 

@@ -16,6 +16,8 @@ upgrade fixes a bug, that test fails: delete the test and the workaround togethe
 * :func:`require_listeners`: a host whose listen address cannot be bound runs anyway, deaf.
 * :func:`track_listeners` / :func:`close_orphan_listeners`: the listener of an address that
   failed to bind is dropped without being closed, and its task runs forever.
+* :func:`keep_new_connections_on_close_peer`: ``close_peer`` forgets a connection to the
+  same peer that was established while it was closing the old ones.
 * :func:`release_inbound_slots`: every inbound connection holds an inbound slot and a task
   until the whole swarm stops, so a long-running host ends up refusing all connections.
 """
@@ -47,6 +49,7 @@ __all__ = [
     "decode_ed25519_private_key",
     "encode_ed25519_private_key",
     "forget_peer_addrs",
+    "keep_new_connections_on_close_peer",
     "release_inbound_slots",
     "require_listeners",
     "track_listeners",
@@ -322,3 +325,31 @@ def release_inbound_slots(host: IHost) -> None:
                 return
 
     swarm._do_handle_inbound_connection = handle
+
+
+def keep_new_connections_on_close_peer(host: IHost) -> None:
+    """Stop ``close_peer`` from forgetting a connection that arrived while it was closing.
+
+    py-libp2p bug: ``Swarm.close_peer`` awaits each connection's close and then pops the peer's
+    whole entry from ``swarm.connections``.  A connection to the same peer established in the
+    meantime (a reconnection) is dropped from the table although it stays open, so the host no
+    longer sees it: ``disconnect`` becomes a no-op and streams are opened on a new connection.
+
+    The wrapper, installed on this host's swarm only, puts such connections back.
+    """
+    swarm: Any = host.get_network()
+    original = swarm.close_peer
+
+    async def close_peer(peer_id: ID) -> None:
+        entry = swarm.connections.get(peer_id)
+        before = set(map(id, entry)) if entry is not None else set()
+        await original(peer_id)
+        if entry is None:
+            return
+        arrived = [c for c in entry if id(c) not in before and not c.is_closed]
+        if arrived:
+            swarm.connections.setdefault(peer_id, []).extend(
+                c for c in arrived if c not in swarm.connections.get(peer_id, [])
+            )
+
+    swarm.close_peer = close_peer

@@ -196,14 +196,24 @@ class Node:
         for link in self._reliable_out.values():
             link.detach()
         self._reliable_out.clear()
-        for session in list(self._sessions.values()):
-            session.close()
         for scope in self._reconnecting.values():
             scope.cancel()
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session.close()
+        # Sessions close their links in good order first; give them a moment.
+        with trio.move_on_after(2.0):
+            for session in sessions:
+                await session.ended.wait()
         for channel in self._event_channels:
             channel.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    @property
+    def closing(self) -> bool:
+        """True once the node has started to close."""
+        return self._closing
 
     @property
     def host(self) -> IHost:

@@ -119,6 +119,7 @@ class PeerSession:
         self._pings: dict[int, int] = {}
         self._link_failures: dict[str, int] = {}
         self._closing = False
+        self._links_changed = trio.Event()
         #: Whether the session had links when it ended (the node then reconnects).
         self.had_links = False
         self._serving_control = False
@@ -185,7 +186,22 @@ class PeerSession:
             self._wake_writer.set()
             nursery.start_soon(self._cancel_after, 1.0)
             return
+        if error is None and self.inbound and not self._closing:
+            # Leaving in good order: close our links first (each tells its publisher, which
+            # then lets a reliable link go at once), and only then the control stream.
+            self._closing = True
+            for _, scope in self.inbound.values():
+                scope.cancel()
+            nursery.start_soon(self._cancel_when_links_closed, 1.0)
+            return
         nursery.cancel_scope.cancel()
+
+    async def _cancel_when_links_closed(self, limit: float) -> None:
+        with trio.move_on_after(limit):
+            while self.inbound:
+                await self._links_changed.wait()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def _has_last_words(self) -> bool:
         return any(f.WhichOneof("body") == "result" for f in self._pending_frames)
@@ -315,7 +331,9 @@ class PeerSession:
             while True:
                 frame = await read_message(reader, control_pb2.ControlFrame)
                 if frame is None:
-                    raise ConnectionLost(f"{self.peer} closed its control stream")
+                    # The peer left in good order (a reset would have raised): not an error.
+                    self.close()
+                    return
                 nonce = frame.header.sequence
                 self._last_heard = time.monotonic()
                 self._on_frame(frame)
@@ -475,13 +493,20 @@ class PeerSession:
                 failed = True
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    if scope.cancel_called and not writer.broken:
+                    # Leaving on purpose (unsubscribed, or this node is closing): say so, so a
+                    # reliable publisher lets the link go at once instead of keeping it for
+                    # the subscriber's return.
+                    leaving = scope.cancel_called or self.node.closing
+                    if leaving and not writer.broken:
                         await _write_quietly(
                             writer,
                             data_result(
                                 result_pb2.Result.CLOSED, "unsubscribed", link_id=link.link_id
                             ),
                         )
+                        # Wait (briefly) for the publisher to close its side: then it has
+                        # processed the CLOSED before our connection can go away.
+                        await _drain_quietly(reader)
                     await _close_quietly(stream)
         self._forget_inbound(link, failed=failed and not scope.cancel_called)
 
@@ -489,6 +514,8 @@ class PeerSession:
         entry = self.inbound.get(link.route.id)
         if entry is not None and entry[0] is link:
             del self.inbound[link.route.id]
+            self._links_changed.set()
+            self._links_changed = trio.Event()
         if failed and self._nursery is not None:
             # Try again later (a link that keeps failing backs off to ten seconds).
             failures = self._link_failures.get(link.route.id, 0) + 1
@@ -584,6 +611,13 @@ async def _write_quietly(writer: FrameWriter, body: bytes) -> None:
         await writer.write_frames([body])
     except ConnectionLost:
         return
+
+
+async def _drain_quietly(reader: FrameReader) -> None:
+    """Read and discard frames until the peer closes its side (or the stream fails)."""
+    with contextlib.suppress(DndmError):
+        while await reader.read_frame() is not None:
+            pass
 
 
 async def _reset_quietly(stream: INetStream) -> None:

@@ -369,3 +369,46 @@ async def test_bug_closed_inbound_connections_keep_their_inbound_slots() -> None
 async def test_fix_release_inbound_slots_gives_slots_back_when_connections_close() -> None:
     with trio.fail_after(30):
         assert await _inbound_slots_after_cycles(fixed=True, cycles=3) == 0
+
+
+# --- close_peer forgets a connection that arrived while it was closing the old ones ------------
+
+
+async def _listed_after_close_peer(*, fixed: bool) -> bool:
+    """Close a peer while a second connection to it 'arrives'; is that one still listed?"""
+    from dndm_p2p.host import connect
+    from dndm_p2p.libp2p_fixes import keep_new_connections_on_close_peer
+
+    async with (
+        running_host(generate_identity()) as server,
+        running_host(generate_identity()) as client,
+    ):
+        swarm = client.get_network()
+        # running_host installs the workaround; start again from py-libp2p's own method.
+        swarm.close_peer = type(swarm).close_peer.__get__(swarm)
+        if fixed:
+            keep_new_connections_on_close_peer(client)
+        peer = await connect(client, listen_addrs(server)[0])
+        (old,) = swarm.connections[peer]
+        arrived = object.__new__(type(old))  # stands for a reconnection landing mid-close
+        arrived.muxed_conn = old.muxed_conn
+        arrived.event_closed = trio.Event()
+        close_old = old.close
+
+        async def close_and_reconnect() -> None:
+            await close_old()
+            swarm.connections[peer].append(arrived)
+
+        old.close = close_and_reconnect
+        await swarm.close_peer(peer)
+        return arrived in swarm.connections.get(peer, [])
+
+
+async def test_bug_close_peer_forgets_a_connection_that_arrived_meanwhile() -> None:
+    with trio.fail_after(20):
+        assert not await _listed_after_close_peer(fixed=False)
+
+
+async def test_fix_keep_new_connections_on_close_peer() -> None:
+    with trio.fail_after(20):
+        assert await _listed_after_close_peer(fixed=True)
