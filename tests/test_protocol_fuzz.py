@@ -345,12 +345,14 @@ async def test_fuzz_control_stream() -> None:
             async def attack(h: Hostile) -> None:
                 control = await h.open(CONTROL_PROTOCOL_ID)
                 await _write_all(control, content)
-                # Whatever it was, it ends the session, with an error saying why (at the
-                # latest the end of the stream, before or after a Hello).
+                # Whatever it was, it ends the session: with an error saying why, or, when a
+                # valid Hello was followed by a clean end of stream, as a peer leaving in order.
                 with trio.fail_after(WAIT):
                     await h.session.ended.wait()
-                assert h.session.error is not None
-                assert h.session.error in a.node.errors
+                if h.session.error is None:
+                    assert h.session.hello_received.is_set()
+                else:
+                    assert h.session.error in a.node.errors
 
             await fuzz.run(attack)
 
