@@ -15,6 +15,8 @@ synchronous code; trio code uses :meth:`Child.areceive`, which waits in a worker
 keeps the event loop (and the libp2p host on it) running.  On the child side,
 :func:`announce` writes a line and :func:`read_command` / :func:`aread_command` read one.
 
+:func:`pinned` puts the parent on one CPU and the child on another (see there).
+
 ``with spawn(...) as child:`` always ends the child: its stdin is closed, it gets a few seconds
 to exit, then it is killed, and it is reaped in every case.
 """
@@ -41,6 +43,8 @@ __all__ = [
     "announce",
     "aread_command",
     "free_tcp_port",
+    "pin_process",
+    "pinned",
     "read_command",
     "spawn",
 ]
@@ -114,19 +118,19 @@ class Child:
             raise ChildFailed(f"{self.name}: {item.get('error', 'failed')}")
         return item
 
-    async def areceive(self, timeout: float) -> dict[str, Any]:
-        """:meth:`receive` for trio code: waits in a worker thread."""
-        return await trio.to_thread.run_sync(self.receive, timeout, abandon_on_cancel=True)
+    async def areceive(self, seconds: float) -> dict[str, Any]:
+        """:meth:`receive` for trio code: waits (at most ``seconds``) in a worker thread."""
+        return await trio.to_thread.run_sync(self.receive, seconds, abandon_on_cancel=True)  # type: ignore[call-arg,unused-ignore]
 
     def request(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send ``command`` and return the answer."""
         self.send(command)
         return self.receive(timeout)
 
-    async def arequest(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """:meth:`request` for trio code."""
+    async def arequest(self, command: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """:meth:`request` for trio code (waits at most ``seconds`` for the answer)."""
         self.send(command)
-        return await self.areceive(timeout)
+        return await self.areceive(seconds)
 
     def close(self) -> int | None:
         """End the child: close its stdin, wait a little, kill it if needed; reap it.
@@ -151,13 +155,18 @@ class Child:
 
 
 @contextmanager
-def spawn(args: Sequence[str], name: str, *, ready_timeout: float = READY_TIMEOUT) -> Iterator[
-    tuple[Child, dict[str, Any]]
-]:
+def spawn(
+    args: Sequence[str],
+    name: str,
+    *,
+    ready_timeout: float = READY_TIMEOUT,
+    cpu: int | None = None,
+) -> Iterator[tuple[Child, dict[str, Any]]]:
     """Start ``python -m <args...>`` as a child and yield it with its ready line.
 
-    The child inherits stderr; stdin and stdout are the JSON-line channel.  However the block
-    ends, the child is ended and reaped (:meth:`Child.close`).
+    The child inherits stderr; stdin and stdout are the JSON-line channel.  With ``cpu``, every
+    thread of the child is pinned to that CPU once it is ready (:func:`pin_process`).  However
+    the block ends, the child is ended and reaped (:meth:`Child.close`).
     """
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
@@ -174,6 +183,8 @@ def spawn(args: Sequence[str], name: str, *, ready_timeout: float = READY_TIMEOU
         ready = child.receive(ready_timeout)
         if not ready.get("ready"):
             raise ChildFailed(f"{name}: expected a ready line, got {ready!r}")
+        if cpu is not None:
+            pin_process(process.pid, cpu)
         yield child, ready
     finally:
         child.close()
@@ -203,7 +214,7 @@ def read_command() -> dict[str, Any] | None:
 
 async def aread_command() -> dict[str, Any] | None:
     """:func:`read_command` for trio code: waits in a worker thread."""
-    return await trio.to_thread.run_sync(read_command, abandon_on_cancel=True)
+    return await trio.to_thread.run_sync(read_command, abandon_on_cancel=True)  # type: ignore[call-arg,unused-ignore]
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
@@ -214,3 +225,52 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# -- CPU placement -----------------------------------------------------------------------------
+
+
+def pin_process(pid: int, cpu: int) -> bool:
+    """Pin every current thread of process ``pid`` to ``cpu`` (Linux); False if impossible.
+
+    Threads the process starts later inherit the CPU from the thread that starts them.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return False
+    try:
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        threads = [pid]
+    pinned_any = False
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, {cpu})
+            pinned_any = True
+        except OSError:  # the thread ended meanwhile, or the CPU is not allowed
+            continue
+    return pinned_any
+
+
+@contextmanager
+def pinned(enabled: bool = True) -> Iterator[int | None]:
+    """Pin this process's calling thread to one CPU and yield another CPU for the child.
+
+    Two processes exchanging messages on a 2-CPU machine otherwise land on the same CPU or on
+    different ones from run to run, and round-trip times differ by half between the two
+    cases; pinning makes runs comparable.  Yields ``None`` (and pins nothing) when disabled,
+    when fewer than two CPUs are available, or on systems without CPU affinity.  The calling
+    thread's previous affinity is restored on exit; threads started meanwhile keep the pin.
+    """
+    if not enabled or not hasattr(os, "sched_getaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)
+    if len(cpus) < 2:
+        yield None
+        return
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        yield cpus[1]
+    finally:
+        os.sched_setaffinity(0, before)

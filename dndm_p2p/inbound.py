@@ -71,6 +71,8 @@ class InboundLink:
         self._state: RouteState | None = None
         #: Messages the publisher may still send on the current stream (its credit).
         self._window = 0
+        #: Credit earned by delivering, not yet returned to the publisher.
+        self._unreturned = 0
 
     def opening(self) -> bytes:
         """The serialized ``LinkOpen`` frame body that starts (or resumes) the link."""
@@ -96,6 +98,7 @@ class InboundLink:
         if not self.qos.reliable:
             self.last_delivered = 0
         self._window = self.qos.depth
+        self._unreturned = 0
         await writer.write_frames([self.opening()])
         self._state = self.router.attach_source(self.route, self.msg_type, self)
         try:
@@ -115,7 +118,15 @@ class InboundLink:
                         raise error_for(frame.result, f"publisher {self.peer} on {self.route}")
                     else:
                         raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
-                if credit:
+                # Credit goes back in bulk, once half the window is used (an ack per batch
+                # would double the frames, encryptions and syscalls of a request/reply), and
+                # at once on a reliable link that has caught up, so its publisher can let go
+                # of what it keeps for retransmission.
+                self._unreturned += credit
+                threshold = max(1, self.qos.depth // 2)
+                caught_up = self.qos.reliable and reader.buffered == 0
+                if self._unreturned >= threshold or (caught_up and self._unreturned):
+                    credit, self._unreturned = self._unreturned, 0
                     self._window += credit
                     ack = control_pb2.DataFrame(
                         ack=data_pb2.Ack(
@@ -191,7 +202,6 @@ class InboundLink:
             for sink in state.local_sinks:
                 sink.offer_many(part)
             done += chunk
-        await trio.lowlevel.checkpoint()
 
 
 def _payloads(batch: data_pb2.DataBatch, max_size: int) -> list[bytes]:

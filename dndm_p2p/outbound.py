@@ -16,6 +16,7 @@ delivered sequence number, in order, once.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from typing import Any
@@ -193,14 +194,27 @@ class OutboundLink:
 
     async def _write_batches(self, writer: FrameWriter) -> None:
         queue = self.queue
+        # Room for a frame's envelope (link id, sequence numbers, header) besides the payloads.
+        budget = self._max_frame_size - 1024
         while True:
             await queue.wait_nonempty()
             await self._wait_credit()
             bodies: list[bytes] = []
-            while queue.items and self.credit > 0:
-                count = min(len(queue.items), self.credit, MAX_BATCH_MESSAGES)
-                msgs = queue.take(count)
-                payloads = [msg.SerializeToString() for msg in msgs]
+            written = 0
+            while queue.items and self.credit > 0 and written < MAX_BATCH_BYTES:
+                limit = min(len(queue.items), self.credit, MAX_BATCH_MESSAGES)
+                # Serialize from the front of the queue and stop before a frame would grow
+                # past its limit: a batch is bounded in bytes as well as in messages.
+                payloads: list[bytes] = []
+                size = 0
+                for msg in itertools.islice(queue.items, limit):
+                    payload = msg.SerializeToString()
+                    if payloads and size + len(payload) > budget:
+                        break
+                    payloads.append(payload)
+                    size += len(payload)
+                count = len(payloads)
+                queue.take(count)
                 first = self.next_sequence
                 self.next_sequence += count
                 self.credit -= count
@@ -211,29 +225,28 @@ class OutboundLink:
                         (first + i, payload, stamp) for i, payload in enumerate(payloads)
                     )
                 bodies.append(self._batch_frame(first, payloads))
-                if sum(map(len, bodies)) >= MAX_BATCH_BYTES:
-                    break
+                written += size
             await writer.write_frames(bodies)
 
     def _batch_frame(self, first: int, payloads: list[bytes]) -> bytes:
         dropped = self.queue.dropped - self._reported_drops + self._unreported_expired
         self._reported_drops = self.queue.dropped
         self._unreported_expired = 0
-        batch = data_pb2.DataBatch(
-            link_id=self.link_id,
-            first_sequence=first,
-            dropped_since_last=dropped,
-            messages=payloads,
-        )
+        # Built in place: constructing DataFrame(batch=...) would deep-copy every payload.
+        frame = control_pb2.DataFrame()
+        batch = frame.batch
+        batch.link_id = self.link_id
+        batch.first_sequence = first
+        batch.dropped_since_last = dropped
+        batch.messages.extend(payloads)
         if self.compression and compression.compress_batch(batch, self.compression):
             self.compressed_batches += 1
-        frame = control_pb2.DataFrame(batch=batch)
         frame.header.timestamp_us = now_us()
         body = frame.SerializeToString()
         if len(body) > self._max_frame_size:
             raise ProtocolError(
-                f"a batch of {len(payloads)} messages on {self.route} is {len(body)} bytes, "
-                f"over the {self._max_frame_size}-byte frame limit"
+                f"a message on {self.route} is {len(body)} bytes serialized, over the "
+                f"{self._max_frame_size}-byte frame limit; it was not sent"
             )
         return body
 

@@ -459,16 +459,28 @@ class FrameWriter:
 
     async def _write(self, data: bytes) -> None:
         """Write ``data`` under the lock, mapping stream failures to ConnectionLost."""
-        async with self._lock:
-            if self._broken is not None:
-                raise ConnectionLost(
-                    f"an earlier write on this stream failed: {self._broken!r}"
-                ) from self._broken
-            try:
-                await self._stream.write(data)
-            except _connection_errors() as exc:
-                self._broken = exc
-                raise ConnectionLost(f"stream broke while writing: {exc!r}") from exc
-            except BaseException as exc:  # cancelled or failed mid-write: state unknown
-                self._broken = exc
-                raise
+        try:
+            # trio's Lock.acquire() yields even when the lock is free; a write needs no extra
+            # trip through the scheduler when nobody else is writing.
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
+            await self._write_locked(data)
+        finally:
+            self._lock.release()
+
+    async def _write_locked(self, data: bytes) -> None:
+        """The write itself; the caller holds the lock."""
+        if self._broken is not None:
+            raise ConnectionLost(
+                f"an earlier write on this stream failed: {self._broken!r}"
+            ) from self._broken
+        try:
+            await self._stream.write(data)
+        except _connection_errors() as exc:
+            self._broken = exc
+            raise ConnectionLost(f"stream broke while writing: {exc!r}") from exc
+        except BaseException as exc:  # cancelled or failed mid-write: state unknown
+            self._broken = exc
+            raise
