@@ -157,6 +157,13 @@ class PeerSession:
                 task_status.started()
                 nursery.start_soon(self._guarded, self._run_control_writer)
                 nursery.start_soon(self._guarded, self._ping_loop)
+        except Exception as exc:
+            # A bug met while serving one peer ends that peer's session, not the node; it is
+            # reported (with the original exception as its cause), never hidden.
+            error = DndmError(f"internal error in the session with {self.peer}: {exc!r}")
+            error.__cause__ = exc
+            self.error = self.error or error
+            self.node.report_error(error, peer=self.peer)
         finally:
             self._nursery = None
             self.had_links = bool(self.inbound or self.outbound)
@@ -488,7 +495,7 @@ class PeerSession:
                 failed = True
                 with trio.move_on_after(1):
                     await _write_quietly(writer, data_result(exc, link_id=link.link_id))
-            except ConnectionLost as exc:
+            except DndmError as exc:  # connection lost, or the publisher refused the link
                 self.node.report_error(exc, peer=self.peer)
                 failed = True
             finally:

@@ -1208,9 +1208,11 @@ async def test_hostile_publisher_attacks_one_link(name: str) -> None:
 UNKNOWN_CODE = 99
 
 
+@pytest.mark.parametrize("code", [UNKNOWN_CODE, result_pb2.Result.PERMISSION_DENIED])
 @pytest.mark.parametrize("where", ["control", "data-to-publisher", "data-from-publisher"])
-async def test_result_with_an_unknown_code(where: str) -> None:
-    """wire-protocol.md: "Unknown codes are treated as ERROR".  A peer that sends one must cost
+async def test_result_with_an_unknown_code(where: str, code: int) -> None:
+    """wire-protocol.md: "Unknown codes are treated as ERROR".  A peer that sends one (or any
+    error code, such as PERMISSION_DENIED, a case the fuzzer found crashing the node) must cost
     at most its stream or its link, never the node."""
     async with (
         arena() as a,
@@ -1220,7 +1222,7 @@ async def test_result_with_an_unknown_code(where: str) -> None:
     ):
         await a.legit_traffic()
         unknown = result_pb2.Result(description="from the future")
-        unknown.code = UNKNOWN_CODE  # type: ignore[assignment]
+        unknown.code = code  # type: ignore[assignment]
         if where == "control":
             control = await h.handshake()
             await control.send(control_pb2.ControlFrame(result=unknown))
