@@ -7,28 +7,9 @@ across processes and machines over libp2p.
 
 from typing import TYPE_CHECKING, Any
 
+from . import errors as _errors
 from .config import NodeConfig
-from .errors import (
-    CallbackError,
-    Closed,
-    ConfigError,
-    ConnectionLost,
-    DndmError,
-    FrameTooLarge,
-    MalformedFrame,
-    NoInterest,
-    PermanentError,
-    PermissionDenied,
-    ProtocolError,
-    RouteError,
-    Timeout,
-    TransientError,
-    TypeMismatch,
-    Unavailable,
-    UnknownRoute,
-    VersionMismatch,
-    WouldBlock,
-)
+from .errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
 from .intent import Intent, IntentStats
 from .interest import Interest, InterestStats
 from .links import LinkEvent, LinkEventKind, LinkInfo
@@ -57,13 +38,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
-    "CallbackError",
     "Caller",
-    "Closed",
-    "ConfigError",
-    "ConnectionLost",
-    "DndmError",
-    "FrameTooLarge",
     "HashedRoute",
     "Intent",
     "IntentStats",
@@ -73,31 +48,19 @@ __all__ = [
     "LinkEventKind",
     "LinkInfo",
     "LinkStats",
-    "MalformedFrame",
-    "NoInterest",
     "Node",
     "NodeConfig",
     "NodeEvent",
     "Overflow",
     "Pattern",
-    "PermanentError",
     "PeerInfo",
-    "PermissionDenied",
     "PlainRoute",
-    "ProtocolError",
     "QoS",
     "Route",
-    "RouteError",
     "RouteInfo",
     "Router",
     "Service",
-    "Timeout",
-    "TransientError",
-    "TypeMismatch",
-    "UnknownRoute",
-    "Unavailable",
-    "VersionMismatch",
-    "WouldBlock",
     "__version__",
     "parse_route",
+    *_errors.__all__,
 ]

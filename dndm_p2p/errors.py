@@ -5,46 +5,5 @@ them without importing the library above it; applications import them from here 
 :mod:`dndm_p2p`.
 """
 
-from protocols.errors import (
-    CallbackError,
-    Closed,
-    ConfigError,
-    ConnectionLost,
-    DndmError,
-    FrameTooLarge,
-    MalformedFrame,
-    NoInterest,
-    PermanentError,
-    PermissionDenied,
-    ProtocolError,
-    RouteError,
-    Timeout,
-    TransientError,
-    TypeMismatch,
-    Unavailable,
-    UnknownRoute,
-    VersionMismatch,
-    WouldBlock,
-)
-
-__all__ = [
-    "CallbackError",
-    "Closed",
-    "ConfigError",
-    "ConnectionLost",
-    "DndmError",
-    "FrameTooLarge",
-    "MalformedFrame",
-    "NoInterest",
-    "PermanentError",
-    "PermissionDenied",
-    "ProtocolError",
-    "RouteError",
-    "Timeout",
-    "TransientError",
-    "TypeMismatch",
-    "UnknownRoute",
-    "Unavailable",
-    "VersionMismatch",
-    "WouldBlock",
-]
+from protocols.errors import *  # noqa: F403 - this module is the hierarchy's public home
+from protocols.errors import __all__ as __all__

@@ -68,6 +68,7 @@ from protocols.v1 import (
     ping_pb2,
     result_pb2,
 )
+from tests.conftest import live_tasks
 from tests.proto.messages_pb2 import Foo
 
 if TYPE_CHECKING:
@@ -483,20 +484,6 @@ async def next_error(
 def recorded(node: Node, kind: type[DndmError], text: str) -> list[DndmError]:
     """The errors in ``node.errors`` of ``kind`` whose message contains ``text``."""
     return [e for e in node.errors if isinstance(e, kind) and text in str(e)]
-
-
-def live_tasks() -> set[trio.lowlevel.Task]:
-    """Every task alive in this trio run (as conftest's leak check sees them)."""
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    found: set[trio.lowlevel.Task] = set()
-    stack = [root]
-    while stack:
-        task = stack.pop()
-        found.add(task)
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return found
 
 
 def is_libp2p_inbound_handler(task: trio.lowlevel.Task) -> bool:
