@@ -53,7 +53,29 @@ def _check_field(msg_type: type[Message], field: str) -> None:
         )
 
 
-class Caller(Generic[Req, Resp]):
+class _Endpoint(Generic[Req, Resp]):
+    """What a caller and a service share: the path, the two types and the correlation field."""
+
+    def __init__(
+        self,
+        bus: Declarer,
+        path: str,
+        request_type: type[Req],
+        reply_type: type[Resp],
+        correlation_field: str,
+        depth: int,
+    ) -> None:
+        _check_field(request_type, correlation_field)
+        _check_field(reply_type, correlation_field)
+        self._bus = bus
+        self._path = path
+        self._request_type = request_type
+        self._reply_type = reply_type
+        self._field = correlation_field
+        self._depth = depth
+
+
+class Caller(_Endpoint[Req, Resp]):
     """Sends requests to the services on ``path`` and waits for their replies.
 
     Use it as an async context manager; :meth:`call` may be used by many tasks at once.
@@ -70,14 +92,7 @@ class Caller(Generic[Req, Resp]):
         depth: int = 1024,
     ) -> None:
         """Prepare a caller; it declares its handles when entered."""
-        _check_field(request_type, correlation_field)
-        _check_field(reply_type, correlation_field)
-        self._bus = bus
-        self._path = path
-        self._request_type = request_type
-        self._reply_type = reply_type
-        self._field = correlation_field
-        self._depth = depth
+        super().__init__(bus, path, request_type, reply_type, correlation_field, depth)
         self._waiting: dict[int, trio.MemorySendChannel[Resp]] = {}
         self._requests: Intent[Req] | None = None
         self._stack: AsyncExitStack | None = None
@@ -158,7 +173,7 @@ class Caller(Generic[Req, Resp]):
                 send.close()
 
 
-class Service(Generic[Req, Resp]):
+class Service(_Endpoint[Req, Resp]):
     """Answers requests on ``path``: every request gets the handler's reply, in order."""
 
     def __init__(
@@ -173,15 +188,8 @@ class Service(Generic[Req, Resp]):
         depth: int = 1024,
     ) -> None:
         """Prepare a service; :meth:`serve` runs it."""
-        _check_field(request_type, correlation_field)
-        _check_field(reply_type, correlation_field)
-        self._bus = bus
-        self._path = path
-        self._request_type = request_type
-        self._reply_type = reply_type
+        super().__init__(bus, path, request_type, reply_type, correlation_field, depth)
         self._handler = handler
-        self._field = correlation_field
-        self._depth = depth
         #: Requests answered so far.
         self.served = 0
 
