@@ -144,19 +144,9 @@ def type_from_python_path(path: str) -> type[Message]:
     # The longest importable prefix is the module; the rest is the attribute path.
     for cut in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:cut])
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and _is_prefix(exc.name, module_name):
-                continue  # that module does not exist: try a shorter prefix
-            raise ConfigError(
-                f"importing module {module_name!r} for type {path!r} failed: {exc}"
-            ) from exc
-        except Exception as exc:
-            raise ConfigError(
-                f"importing module {module_name!r} for type {path!r} failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        module = _import(module_name, path, missing_ok=True)
+        if module is None:
+            continue  # that module does not exist: try a shorter prefix
         return _message_attr(module, module_name, ".".join(parts[cut:]), path)
     raise ConfigError(f"type {path!r}: no module {parts[0]!r} can be imported")
 
@@ -344,11 +334,15 @@ def _is_prefix(missing: str, module_name: str) -> bool:
     return module_name == missing or module_name.startswith(missing + ".")
 
 
-def _import(module_name: str, path: str) -> Any:
+def _import(module_name: str, path: str, *, missing_ok: bool = False) -> Any:
+    """Import ``module_name`` for type ``path``; ``None`` if it does not exist and
+    ``missing_ok``; any other failure is a ConfigError naming the module and the type."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and _is_prefix(exc.name, module_name):
+            if missing_ok:
+                return None
             raise ConfigError(f"type {path!r}: no module named {module_name!r}") from exc
         raise ConfigError(
             f"importing module {module_name!r} for type {path!r} failed: {exc}"
