@@ -54,14 +54,47 @@ class NodeConfig:
     max_frame_size: int = MAX_FRAME_SIZE
     max_remote_adverts: int = 10_000
     max_links_per_peer: int = 1024
+    #: Most connections the host keeps open (a bootstrap server wants more).
+    max_connections: int = 300
+
+    # -- discovery ---------------------------------------------------------------------------
+    #: Bootstrap nodes (``/ip4/…/tcp/…/p2p/<id>``): connected at start and used to seed the DHT
+    #: routing table.  Unlike :attr:`peers`, they are not linked with unless routes match.
+    bootstrap: tuple[str, ...] = ()
+    #: Find peers through the Kademlia DHT (provider records per route).
+    dht: bool = False
+    #: Find peers through signed GossipSub adverts (one topic per namespace).
+    gossip: bool = False
+    #: Run as a well-known entry point: a DHT server that relays every advert topic, with
+    #: connection limits fit for many peers.
+    bootstrap_server: bool = False
+    #: Find peers on the LAN with mDNS, on these interface addresses only.
+    mdns: bool = False
+    mdns_interfaces: tuple[str, ...] = ("127.0.0.1",)
+    #: How many leading path segments name a route's advert namespace (its GossipSub topic).
+    namespace_depth: int = 1
+    #: A file where the node keeps the addresses of peers it has met, across restarts.
+    address_book: Path | None = None
+    #: A Unix socket where ``dndm routes`` and ``dndm peers`` can query the running node.
+    admin_socket: Path | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.listen, str) or isinstance(self.peers, str):
             raise ConfigError("listen and peers are sequences of multiaddr strings")
         object.__setattr__(self, "listen", tuple(self.listen))
         object.__setattr__(self, "peers", tuple(self.peers))
-        if self.key_file is not None:
-            object.__setattr__(self, "key_file", Path(self.key_file))
+        for name in ("bootstrap", "mdns_interfaces"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ConfigError(f"{name} is a sequence of strings, not one string")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("key_file", "address_book", "admin_socket"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.namespace_depth < 1:
+            raise ConfigError("namespace_depth must be at least 1")
+        if self.max_connections < 2:
+            raise ConfigError("max_connections must be at least 2")
         for name in (
             "ping_interval",
             "ping_timeout",

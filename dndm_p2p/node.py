@@ -38,7 +38,7 @@ from protocols import compression
 from protocols.ids import CONTROL_PROTOCOL_ID, DATA_PROTOCOL_ID
 from protocols.v1 import advert_pb2, common_pb2, data_pb2
 
-from .adverts import advert_for
+from .adverts import RemoteAdvert, advert_for
 from .config import NodeConfig
 from .errors import Closed, ConfigError, ConnectionLost, DndmError, ProtocolError, Unavailable
 from .host import HostConfig, connect, listen_addrs, running_host
@@ -49,7 +49,7 @@ from .interest import Interest
 from .nurseries import open_owned_nursery
 from .outbound import OutboundLink
 from .qos import Overflow, QoS
-from .route import Route, parse_route
+from .route import Route, message_full_name, parse_route
 from .router import Router
 from .session import PeerSession
 
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from libp2p.abc import IHost, INetConn, INetStream, INetwork
     from libp2p.peer.id import ID
 
-__all__ = ["LinkStats", "Node", "NodeEvent", "PeerInfo"]
+__all__ = ["KnownRoute", "LinkStats", "Node", "NodeEvent", "PeerInfo"]
 
 T = TypeVar("T", bound=Message)
 
@@ -103,6 +103,23 @@ class PeerInfo:
     addrs: tuple[str, ...]
     rtt_us: int | None
     routes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownRoute:
+    """One intent or interest the node knows of, and where it learnt of it.
+
+    ``origin`` is ``"local"`` (declared here), ``"peer"`` (advertised by a connected peer on its
+    control stream), ``"dht"`` (a provider record) or ``"gossip"`` (a GossipSub advert).
+    ``route`` is the route or pattern as advertised; a hashed route shows only ``prefix#hash``.
+    """
+
+    route: str
+    kind: str
+    origin: str
+    peer: str | None
+    msg_type: str
+    linked: bool
 
 
 class Node:
@@ -289,6 +306,44 @@ class Node:
                 )
             )
         return found
+
+    def known_routes(self) -> list[KnownRoute]:
+        """Every intent and interest known here: local ones and those of connected peers."""
+        handles: list[Intent[Any] | Interest[Any]] = [*self.router.intents()]
+        handles.extend(self.router.interests())
+        known = [
+            KnownRoute(
+                _shown_route(handle),
+                "intent" if isinstance(handle, Intent) else "interest",
+                "local",
+                None,
+                message_full_name(handle.msg_type),
+                bool(handle.tracker),
+            )
+            for handle in handles
+        ]
+        for session in list(self._sessions.values()):
+            if not session.running:
+                continue
+            for table, kind in (
+                (session.remote_intents, "intent"),
+                (session.remote_interests, "interest"),
+            ):
+                linked_routes = [link.route for link, _ in session.inbound.values()]
+                linked_routes.extend(link.route for link in session.outbound)
+                for advert in table.values():
+                    shown = advert.route if advert.route is not None else advert.pattern
+                    known.append(
+                        KnownRoute(
+                            str(shown),
+                            kind,
+                            "peer",
+                            session.peer,
+                            advert.type_name,
+                            any(_advert_covers(advert, r) for r in linked_routes),
+                        )
+                    )
+        return known
 
     def links(self) -> list[LinkStats]:
         """Every remote link of every running session, both directions."""
@@ -621,6 +676,16 @@ class Node:
 
 
 _link_ids = itertools.count(1)
+
+
+def _advert_covers(advert: RemoteAdvert, route: Route) -> bool:
+    return advert.route == route if advert.route is not None else advert.matches(route)
+
+
+def _shown_route(handle: Intent[Any] | Interest[Any]) -> str:
+    if isinstance(handle, Interest) and handle.route is None:
+        return str(handle.pattern)
+    return str(handle.route)
 
 
 def _compression_name(value: int) -> str:
