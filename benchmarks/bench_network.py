@@ -68,6 +68,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import trio
@@ -434,8 +435,10 @@ async def dndm_receive(
     return arrivals
 
 
-async def dndm_client(child: Child, ready: dict[str, Any], counts: Counts) -> SuiteResults:
-    """The parent's side of the dndm suite: subscribe, receive, measure."""
+async def dndm_client(
+    child: Child, ready: dict[str, Any], counts: Counts, *, rtt_only: bool = False
+) -> SuiteResults:
+    """The parent's side of the dndm suite: subscribe, receive, measure (only (b) if asked)."""
     from dndm_p2p.node import Node
 
     results = SuiteResults()
@@ -480,7 +483,7 @@ async def dndm_client(child: Child, ready: dict[str, Any], counts: Counts) -> Su
             ("oneway64.send", oneway, {"cmd": "oneway", "mode": "awaited"}, counts.awaited, SIZE),
             ("bulk1MiB", bulk, {"cmd": "bulk"}, counts.bulk, BULK_SIZE),
         ]
-        for name, interest, cmd, count, size in tests:
+        for name, interest, cmd, count, size in [] if rtt_only else tests:
             label = f"dndm.{name}"
             await one_way(interest, cmd, counts.warmup(count), size, f"{label} warm-up")
             rates = []
@@ -609,8 +612,10 @@ async def raw_receive(reader: Any, count: int, size: int, label: str) -> Arrival
     return arrivals
 
 
-async def raw_client(child: Child, ready: dict[str, Any], counts: Counts) -> SuiteResults:
-    """The parent's side of the raw suite."""
+async def raw_client(
+    child: Child, ready: dict[str, Any], counts: Counts, *, rtt_only: bool = False
+) -> SuiteResults:
+    """The parent's side of the raw suite (only (b) if asked)."""
     from libp2p.custom_types import TProtocol
 
     from dndm_p2p.host import connect, running_host
@@ -631,7 +636,7 @@ async def raw_client(child: Child, ready: dict[str, Any], counts: Counts) -> Sui
             ("oneway64.batched", SIZE, BATCH, counts.oneway),
             ("bulk1MiB", BULK_SIZE, 1, counts.bulk),
         ]
-        for name, size, per_write, count in tests:
+        for name, size, per_write, count in [] if rtt_only else tests:
             label = f"raw.{name}"
             with trio.fail_after(SETUP_TIMEOUT):
                 stream = await host.new_stream(peer, [protocol])
@@ -1048,19 +1053,22 @@ def _server_args(suite: str, *extra: str) -> list[str]:
     return ["benchmarks.bench_network", "--role", "server", "--suite", suite, *extra]
 
 
-def run_suite(suite: str, counts: Counts, *, pin: bool = True) -> SuiteResults:
+def run_suite(
+    suite: str, counts: Counts, *, pin: bool = True, rtt_only: bool = False
+) -> SuiteResults:
     """Start the suite's child, run the parent's side against it, and end the child.
 
     With ``pin`` (and two CPUs or more) the parent runs on one CPU and the child on another.
+    ``rtt_only`` (dndm and raw suites) measures the round trip (b) only.
     """
     summary(f"{suite}: starting the child process")
     with pinned(pin) as cpu:
         if suite == "dndm":
             with spawn(_server_args("dndm"), "dndm-server", cpu=cpu) as (child, ready):
-                return trio.run(dndm_client, child, ready, counts)
+                return trio.run(partial(dndm_client, rtt_only=rtt_only), child, ready, counts)
         if suite == "raw":
             with spawn(_server_args("raw"), "raw-server", cpu=cpu) as (child, ready):
-                return trio.run(raw_client, child, ready, counts)
+                return trio.run(partial(raw_client, rtt_only=rtt_only), child, ready, counts)
         if suite == "zenoh":
             port = free_tcp_port()
             args = _server_args("zenoh", "--port", str(port))
@@ -1252,6 +1260,68 @@ def emit_all(results: dict[str, SuiteResults | str], counts: Counts) -> dict[str
     return met
 
 
+def run_rtt_rounds(counts: Counts, rounds: int, *, pin: bool = True) -> bool:
+    """Measure (b) only, in ``rounds`` alternating raw and dndm runs; print the figures.
+
+    Each round starts fresh processes for both suites, in alternating order (raw first in odd
+    rounds, dndm first in even ones), so slow spells of a shared machine hit both alike.  The
+    figures are the medians over the rounds of each round's median and p99.  Returns whether
+    target (b) is met by those medians.
+    """
+    per_round: dict[str, list[Latency]] = {"raw": [], "dndm": []}
+    for n in range(rounds):
+        order = ("raw", "dndm") if n % 2 == 0 else ("dndm", "raw")
+        for suite in order:
+            per_round[suite].append(
+                run_suite(suite, counts, pin=pin, rtt_only=True).latencies["rtt64"]
+            )
+        raw, dndm = per_round["raw"][-1], per_round["dndm"][-1]
+        summary(
+            f"round {n + 1}/{rounds}: dndm {dndm.median:.0f} us (p99 {dndm.p99:.0f}), raw "
+            f"{raw.median:.0f} us (p99 {raw.p99:.0f}): {dndm.median - raw.median:+.0f} us"
+        )
+    stats = {
+        suite: (
+            statistics.median(lat.median for lat in runs),
+            statistics.median(lat.p99 for lat in runs),
+            ", ".join(f"{lat.median:.0f}/{lat.p99:.0f}" for lat in runs),
+        )
+        for suite, runs in per_round.items()
+    }
+    how = f"median over {rounds} alternating rounds of {counts.rtt} round trips (median/p99 "
+    raw_median, raw_p99, raw_runs = stats["raw"]
+    median, p99, runs = stats["dndm"]
+    emit("network.raw.rtt64.median", raw_median, unit="us", note=f"{how}per round: {raw_runs})")
+    emit("network.raw.rtt64.p99", raw_p99, unit="us", note=f"{how}per round: {raw_runs})")
+    limit = raw_median + TARGET_RTT_EXTRA_US
+    met = median <= limit
+    emit(
+        "network.dndm.rtt64.median",
+        median,
+        unit="us",
+        baseline="network.raw.rtt64.median",
+        baseline_value=raw_median,
+        note=f"{how}per round: {runs}); target <= raw median + {TARGET_RTT_EXTRA_US:.0f} us",
+        target=limit,
+        met=met,
+    )
+    emit(
+        "network.dndm.rtt64.p99",
+        p99,
+        unit="us",
+        baseline="network.raw.rtt64.p99",
+        baseline_value=raw_p99,
+        note=f"{how}per round: {runs})",
+    )
+    word = "MET " if met else "MISS"
+    summary(
+        f"[{word}] (b) dndm RTT median <= raw median + {TARGET_RTT_EXTRA_US:.0f} us: "
+        f"{median:.0f} us vs raw {raw_median:.0f} us ({median - raw_median:+.0f} us); "
+        f"p99 {p99:.0f} vs {raw_p99:.0f} us (medians of {rounds} rounds)"
+    )
+    return met
+
+
 def report_targets(results: dict[str, SuiteResults | str], met: dict[str, bool | None]) -> bool:
     """Print the targets and whether each is met on stderr; True when all are met."""
     raw = results["raw"]
@@ -1310,6 +1380,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--strict", action="store_true", help="exit with status 1 when a target is missed"
     )
     parser.add_argument(
+        "--rtt-rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure only the round trip (b), in N alternating raw/dndm rounds",
+    )
+    parser.add_argument(
         "--role", choices=("main", "server"), default="main", help=argparse.SUPPRESS
     )
     parser.add_argument(
@@ -1319,6 +1396,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.rtt_rounds < 0:
+        parser.error("--rtt-rounds must not be negative")
     if args.role == "server" and args.suite is None:
         parser.error("--role server needs --suite")
     return args
@@ -1338,6 +1417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         counts = counts.quick()
     started = time.monotonic()
+    if args.rtt_rounds:
+        met_b = run_rtt_rounds(counts, args.rtt_rounds, pin=not args.no_pin)
+        summary(f"total {time.monotonic() - started:.1f} s")
+        return 1 if args.strict and not met_b else 0
     for size in (SIZE, BULK_SIZE):
         pool(size)
     results: dict[str, SuiteResults | str] = {}
