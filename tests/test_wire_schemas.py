@@ -17,6 +17,7 @@ from protocols.v1 import (
     common_pb2,
     control_pb2,
     data_pb2,
+    discovery_pb2,
     hello_pb2,
     ping_pb2,
     result_pb2,
@@ -197,6 +198,20 @@ def test_every_oneof_variant_is_covered() -> None:
     }
 
 
+def test_discovery_announcement_round_trip() -> None:
+    announcement = discovery_pb2.Announcement(
+        peer_id=b"\x00\x24\x08\x01\x12\x20" + b"\x03" * 32,
+        addrs=[b"\x04\x7f\x00\x00\x01\x06\x0f\xa1"],
+        adverts=[
+            _advert(common_pb2.ROUTE_KIND_INTENT, "dndm.demo.v1.Temperature@robot.1"),
+            advert_pb2.Advert(kind=common_pb2.ROUTE_KIND_INTEREST, route="robot.**", handle_id=2),
+        ],
+        sequence=1_700_000_000_000_000,
+    )
+    decoded = _round_trip(announcement)
+    assert [a.handle_id for a in decoded.adverts] == [42, 2]
+
+
 def test_empty_frames_round_trip() -> None:
     assert _round_trip(control_pb2.ControlFrame()).WhichOneof("body") is None
     assert _round_trip(control_pb2.DataFrame()).WhichOneof("body") is None
@@ -217,7 +232,16 @@ def test_protocol_constants() -> None:
     assert ids.MAX_CONTROL_FRAME_SIZE <= ids.MAX_FRAME_SIZE
 
 
-V1_MODULES = [advert_pb2, common_pb2, control_pb2, data_pb2, hello_pb2, ping_pb2, result_pb2]
+V1_MODULES = [
+    advert_pb2,
+    common_pb2,
+    control_pb2,
+    data_pb2,
+    discovery_pb2,
+    hello_pb2,
+    ping_pb2,
+    result_pb2,
+]
 
 
 @pytest.mark.parametrize("module", V1_MODULES, ids=lambda m: m.__name__)
