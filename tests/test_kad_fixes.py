@@ -1,0 +1,166 @@
+"""dht.kad_fixes: py-libp2p 0.8.1's kad-dht lookup bugs, shown on the stock code, then fixed.
+
+When a "stock" test fails after a py-libp2p upgrade, that bug is gone: delete the test and the
+workaround together.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import trio
+import trio.testing
+from libp2p.kad_dht.peer_routing import PeerRouting
+from libp2p.kad_dht.provider_store import ProviderStore
+from libp2p.kad_dht.utils import sort_peer_ids_by_distance
+from libp2p.peer.id import ID
+
+from dht.kad_fixes import (
+    STOCK_METHODS,
+    install_kad_fixes,
+    iterative_lookup,
+    kad_fixes_installed,
+    seed_peers,
+)
+
+KEY = random.Random(7).randbytes(32)
+
+
+class SyntheticNetwork:
+    """Peers whose FIND_NODE answers are fixed tables; counts the queries it answers."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        rng = random.Random(seed)
+        self.by_rank = sort_peer_ids_by_distance(KEY, [ID(rng.randbytes(34)) for _ in range(size)])
+        self.tables: dict[ID, list[ID]] = {}
+        self.queried: list[ID] = []
+
+    def rank(self, first: int, last: int) -> list[ID]:
+        """Peers ``first`` to ``last`` (inclusive) by distance to KEY, closest first."""
+        return self.by_rank[first : last + 1]
+
+    def closest_known(self, peer: ID, key: bytes, count: int = 20) -> list[ID]:
+        return sort_peer_ids_by_distance(key, self.tables.get(peer, []))[:count]
+
+    async def find_node(self, peer: ID, key: bytes) -> list[ID]:
+        self.queried.append(peer)
+        return self.closest_known(peer, key)
+
+
+class FakeRoutingTable:
+    def __init__(self, net: SyntheticNetwork, owner: ID) -> None:
+        self.net, self.owner = net, owner
+
+    def find_local_closest_peers(self, key: bytes, count: int = 20) -> list[ID]:
+        return self.net.closest_known(self.owner, key, count)
+
+
+class FakeHost:
+    def __init__(self, peer_id: ID) -> None:
+        self.peer_id = peer_id
+
+    def get_id(self) -> ID:
+        return self.peer_id
+
+    def get_connected_peers(self) -> list[ID]:
+        return []
+
+
+def stock_routing(net: SyntheticNetwork, owner: ID) -> PeerRouting:
+    """py-libp2p's PeerRouting whose FIND_NODE queries go to the synthetic network."""
+    routing = PeerRouting(FakeHost(owner), FakeRoutingTable(net, owner))  # type: ignore[arg-type]
+    routing._query_peer_for_closest = net.find_node  # type: ignore[method-assign]
+    return routing
+
+
+def unqueried_late_holder() -> tuple[SyntheticNetwork, ID]:
+    """A network where only the 20th-closest peer we know can lead to the key's neighbourhood.
+
+    We know peers 30..49 (by distance to KEY).  The ten closest of them know only far peers
+    (100..119); peer 49 knows the true 20 closest (0..19), which know one another.
+    """
+    net = SyntheticNetwork(200, seed=1)
+    me = net.by_rank[199]
+    known = net.rank(30, 49)
+    net.tables[me] = known
+    for peer in known[:10]:
+        net.tables[peer] = net.rank(100, 119)
+    for peer in known[10:19]:
+        net.tables[peer] = net.rank(120, 139)
+    net.tables[known[19]] = net.rank(0, 19)
+    for peer in net.rank(0, 19):
+        net.tables[peer] = net.rank(0, 25)
+    return net, me
+
+
+async def test_stock_lookup_stops_while_closest_candidates_are_unqueried() -> None:
+    net, me = unqueried_late_holder()
+    stock = STOCK_METHODS["PeerRouting.find_closest_peers_network"]
+    found: Sequence[ID] = await stock(stock_routing(net, me), KEY)
+    # One round of ten answers changed nothing in the top 20, so the lookup ended there, with
+    # ten of the twenty closest candidates never asked, and the key's neighbourhood unseen.
+    assert len(net.queried) == 10
+    assert net.by_rank[0] not in found
+    assert set(found) == set(net.rank(30, 49))
+
+
+async def test_fixed_lookup_asks_all_closest_candidates_and_reaches_the_key() -> None:
+    net, me = unqueried_late_holder()
+
+    async def query(peer: ID) -> list[ID]:
+        return await net.find_node(peer, KEY)
+
+    found = await iterative_lookup(KEY, seed_peers(stock_routing(net, me), KEY), query, local_id=me)
+    assert found == net.rank(0, 19)
+    # All 20 first candidates, then the 20 true closest: each asked exactly once.
+    assert sorted(net.queried, key=net.by_rank.index) == net.rank(0, 19) + net.rank(30, 49)
+
+
+async def test_fixed_lookup_drops_peers_that_fail_and_respects_alpha(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net, me = unqueried_late_holder()
+    dead = set(net.rank(0, 4))
+    in_flight = 0
+    most_in_flight = 0
+
+    async def query(peer: ID) -> list[ID]:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        try:
+            await trio.sleep(0.01)
+            if peer in dead:
+                raise ConnectionError("unreachable")
+            return await net.find_node(peer, KEY)
+        finally:
+            in_flight -= 1
+
+    found = await iterative_lookup(
+        KEY, seed_peers(stock_routing(net, me), KEY), query, local_id=me, alpha=3
+    )
+    # The dead five are dropped; the next closest that answered take their places.
+    assert found == net.rank(5, 19) + net.rank(30, 34)
+    assert most_in_flight == 3
+
+
+def test_install_is_idempotent_and_replaces_the_faulty_methods() -> None:
+    install_kad_fixes()
+    first = (
+        PeerRouting.find_closest_peers_network,
+        ProviderStore.find_providers,
+        ProviderStore.provide,
+    )
+    install_kad_fixes()
+    assert kad_fixes_installed()
+    assert (
+        PeerRouting.find_closest_peers_network,
+        ProviderStore.find_providers,
+        ProviderStore.provide,
+    ) == first
+    for name, stock in STOCK_METHODS.items():
+        cls_name, method = name.split(".")
+        cls = PeerRouting if cls_name == "PeerRouting" else ProviderStore
+        assert getattr(cls, method) is not stock
+        assert stock.__module__.startswith("libp2p.kad_dht")
