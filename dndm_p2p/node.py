@@ -40,6 +40,7 @@ from protocols.v1 import advert_pb2, common_pb2, data_pb2
 
 from .adverts import RemoteAdvert, advert_for
 from .config import NodeConfig
+from .discovery import Discovery
 from .errors import Closed, ConfigError, ConnectionLost, DndmError, ProtocolError, Unavailable
 from .host import HostConfig, connect, listen_addrs, running_host
 from .identity import generate_identity, load_or_create_identity
@@ -55,6 +56,7 @@ from .session import PeerSession
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost, INetConn, INetStream, INetwork
+    from libp2p.crypto.keys import KeyPair, PrivateKey
     from libp2p.peer.id import ID
 
 __all__ = ["KnownRoute", "LinkStats", "Node", "NodeEvent", "PeerInfo"]
@@ -151,6 +153,9 @@ class Node:
         self.dropped_streams = 0
         self._closing = False
         self._compressions = compression.available() if self.config.compression else []
+        self._key_pair: KeyPair | None = None
+        #: Finds and dials peers with matching routes (when discovery is configured).
+        self.discovery: Discovery | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -167,9 +172,14 @@ class Node:
             if self.config.key_file is not None
             else generate_identity()
         )
+        self._key_pair = key_pair
         stack = AsyncExitStack()
         try:
-            host_config = HostConfig(listen=self.config.listen, quic=self.config.quic)
+            host_config = HostConfig(
+                listen=self.config.listen,
+                quic=self.config.quic,
+                max_connections=self.config.max_connections,
+            )
             self._host = await stack.enter_async_context(running_host(key_pair, host_config))
             # The nursery sits inside the host: cancelling the node's tasks at shutdown must not
             # cancel the host's own orderly close (which would also hide the block's exception).
@@ -188,6 +198,14 @@ class Node:
         for addr in self.config.peers:
             self._wanted.setdefault(_peer_of(addr), []).append(addr)
             self._schedule_reconnect(_peer_of(addr), first_delay=0.0)
+        config = self.config
+        if config.dht or config.gossip or config.bootstrap:
+            self.discovery = Discovery(self)
+            try:
+                await self._nursery.start(self.discovery.run)
+            except BaseException as exc:
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         return self
 
     async def __aexit__(
@@ -238,6 +256,13 @@ class Node:
         if self._host is None:
             raise Closed("the node is not running")
         return self._host
+
+    @property
+    def private_key(self) -> PrivateKey:
+        """This node's libp2p private key (only while the node runs)."""
+        if self._key_pair is None:
+            raise Closed("the node is not running")
+        return self._key_pair.private_key
 
     @property
     def peer_id(self) -> str:
@@ -343,6 +368,11 @@ class Node:
                             any(_advert_covers(advert, r) for r in linked_routes),
                         )
                     )
+        if self.discovery is not None:
+            known.extend(
+                KnownRoute(entry.route, entry.kind, entry.origin, entry.peer, entry.msg_type, False)
+                for entry in self.discovery.discovered()
+            )
         return known
 
     def links(self) -> list[LinkStats]:
@@ -638,6 +668,8 @@ class Node:
 
     def declared(self, handle: Intent[Any] | Interest[Any]) -> None:
         """A local handle appeared: tell every peer, and open links it needs."""
+        if self.discovery is not None:
+            self.discovery.declared(handle)
         advert = self.advert(handle, register=True)
         for session in list(self._sessions.values()):
             if session.running:
@@ -649,6 +681,8 @@ class Node:
         """A local handle closed: tell every peer, and close links nobody needs any more."""
         if self._closing:
             return
+        if self.discovery is not None:
+            self.discovery.withdrawn(handle)
         advert = self.advert(handle, register=False)
         for session in list(self._sessions.values()):
             if not session.running:

@@ -1,0 +1,305 @@
+"""Discovery: find the peers whose intents and interests match ours, and link with them.
+
+The node's control protocol already links everything two *connected* peers have in common (the
+hello carries each side's full set).  Discovery's one job is therefore to connect to the right
+peers, found three ways:
+
+* **the DHT** (:class:`dht.service.RouteDHT`): a local intent provides its route's intent key and
+  looks up the interest key; a local interest does the opposite; whichever side comes later
+  finds the other.  Lookups repeat with a growing delay (0.5 s up to
+  :data:`LOOKUP_MAX_INTERVAL`) for as long as the handle lives, so a record that arrived late, or a
+  lookup that missed, is found again.  Patterns are never looked up (their routes are unknown).
+* **GossipSub adverts** (:class:`dndm_p2p.gossip.GossipAdverts`): each handle is announced on
+  its namespace's topic (see :mod:`dndm_p2p.namespaces`), and the node listens to the
+  namespaces of its handles; pattern interests learn matching intents this way.
+* **bootstrap nodes, mDNS and the address book**, which seed the DHT routing table and gossip mesh.
+
+A peer found twice is dialled once (the node keeps one session per peer; the session links each
+route once).  A withdrawn handle stops its lookups, its records are no longer republished, and
+its gossip advert is withdrawn; linked peers learn of it on the control stream as before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
+
+from dht.keys import RouteSide, route_key
+from dht.service import DhtConfig, RouteDHT
+
+from .adverts import RemoteAdvert
+from .errors import Closed, DndmError, Unavailable
+from .intent import Intent
+from .interest import Interest
+from .namespaces import namespace_of
+from .route import PlainRoute, Route
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+    from .gossip import Announcement, GossipAdverts
+    from .node import Node
+
+__all__ = ["LOOKUP_MAX_INTERVAL", "Discovered", "Discovery", "DiscoveryStats"]
+
+#: Longest delay between two DHT lookups for one handle, in seconds.
+LOOKUP_MAX_INTERVAL: Final = 30.0
+_FIRST_RETRY: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    """An intent or interest of another node, learnt through discovery."""
+
+    peer: str
+    route: str
+    kind: str
+    origin: str
+    msg_type: str
+    #: ``trio.current_time()`` after which the entry is stale (``inf``: while the node runs).
+    expires: float
+
+
+@dataclass(slots=True)
+class DiscoveryStats:
+    """What discovery did, for metrics and the closing figures."""
+
+    dht_lookups: int = 0
+    dht_provides: int = 0
+    gossip_announcements: int = 0
+    dials: int = 0
+    dial_failures: int = 0
+
+
+@dataclass(slots=True)
+class _Watch:
+    """What discovery does for one local handle."""
+
+    scope: trio.CancelScope
+    provided: str | None
+    namespace: str | None
+
+
+class Discovery:
+    """The node's discovery component (see the module docstring)."""
+
+    def __init__(self, node: Node) -> None:
+        """Prepare discovery for ``node``; :meth:`run` starts it."""
+        self._node = node
+        self._config = node.config
+        self.stats = DiscoveryStats()
+        self.dht: RouteDHT | None = None
+        self.gossip: GossipAdverts | None = None
+        self._nursery: trio.Nursery | None = None
+        self._watches: dict[int, _Watch] = {}
+        self._dialing: set[str] = set()
+        self._discovered: dict[tuple[str, str, str, str], Discovered] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the DHT and gossip, join through the bootstrap nodes, and serve until cancelled."""
+        node, config = self._node, self._config
+        async with trio.open_nursery() as nursery:
+            if config.dht:
+                dht_config = DhtConfig(server=True)
+                self.dht = RouteDHT(node.host, node.private_key, dht_config, name=node.name)
+                await nursery.start(self.dht.run)
+            if config.gossip:
+                from .gossip import GossipAdverts, GossipConfig
+
+                gossip_config = GossipConfig(relay_all=config.bootstrap_server)
+                self.gossip = GossipAdverts(node.host, gossip_config, self._on_announcement)
+                await nursery.start(self.gossip.run)
+            self._nursery = nursery
+            await self._join(config.bootstrap)
+            handles: list[Intent[Any] | Interest[Any]] = [*node.router.intents()]
+            handles.extend(node.router.interests())
+            for handle in handles:
+                self.declared(handle)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _join(self, bootstrap: Sequence[str]) -> None:
+        """Connect to the bootstrap nodes (in parallel) and seed the routing table with them."""
+        joined: list[ID] = []
+
+        async def join_one(addr: str) -> None:
+            try:
+                peer = await self._node.connect(addr, keep=True)
+            except (Unavailable, Closed) as exc:
+                self._node.report_error(Unavailable(f"bootstrap node {addr}: {exc}"))
+                return
+            joined.append(ID.from_base58(peer))
+
+        async with trio.open_nursery() as nursery:
+            for addr in bootstrap:
+                nursery.start_soon(join_one, addr)
+        if bootstrap and not joined:
+            self._node.report_error(Unavailable("no bootstrap node could be reached"))
+        await self.seed(joined)
+
+    async def seed(self, peers: Sequence[ID]) -> None:
+        """Add connected ``peers`` to the DHT routing table and refresh it."""
+        if self.dht is not None and peers:
+            await self.dht.add_peers(peers)
+
+    # -- local declarations -----------------------------------------------------------------------
+
+    def declared(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """A local handle appeared: provide it, look up its other side, announce it."""
+        if self._nursery is None or handle.handle_id in self._watches:
+            return
+        side = RouteSide.INTENT if isinstance(handle, Intent) else RouteSide.INTEREST
+        route = handle.route
+        provided = None
+        scope = trio.CancelScope()
+        if self.dht is not None and route is not None:
+            provided = route_key(route.id, side)
+            self.dht.provide(provided)
+            self.stats.dht_provides += 1
+            self._nursery.start_soon(self._lookup_loop, route, side.other, scope)
+        namespace = None
+        if self.gossip is not None:
+            target = route if route is not None else _pattern_of(handle)
+            namespace = namespace_of(target, self._config.namespace_depth)
+            if namespace is not None:
+                self.gossip.join(namespace)
+                self.gossip.announce(namespace, self._node.advert(handle, register=True))
+                self.stats.gossip_announcements += 1
+        self._watches[handle.handle_id] = _Watch(scope, provided, namespace)
+
+    def withdrawn(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """A local handle closed: stop its lookups, records and adverts."""
+        watch = self._watches.pop(handle.handle_id, None)
+        if watch is None:
+            return
+        watch.scope.cancel()
+        if watch.provided is not None and self.dht is not None:
+            self.dht.withdraw(watch.provided)
+        if watch.namespace is not None and self.gossip is not None:
+            self.gossip.announce(watch.namespace, self._node.advert(handle, register=False))
+            self.gossip.leave(watch.namespace)
+
+    async def _lookup_loop(self, route: Route, side: RouteSide, scope: trio.CancelScope) -> None:
+        """Look ``route``'s ``side`` up now and again later, dialling every provider found."""
+        key = route_key(route.id, side)
+        kind = side.value
+        with scope:
+            for attempt in itertools.count():
+                dht = self.dht
+                if dht is None:
+                    return
+                self.stats.dht_lookups += 1
+                for info in await dht.find(key, fresh=attempt > 0):
+                    self._found(info.peer_id, _addrs_of(info), route, kind, "dht", math.inf)
+                await trio.sleep(min(_FIRST_RETRY * 2**attempt, LOOKUP_MAX_INTERVAL))
+
+    # -- gossip -----------------------------------------------------------------------------------
+
+    def _on_announcement(self, announcement: Announcement) -> None:
+        """A verified advert batch arrived on a namespace topic: dial the peer if it matches."""
+        node = self._node
+        if announcement.peer == node.peer_id:
+            return
+        now = trio.current_time()
+        peer_id = ID.from_base58(announcement.peer)
+        for advert in announcement.adverts:
+            shown = str(advert.route if advert.route is not None else advert.pattern)
+            kind = "intent" if advert.is_intent else "interest"
+            entry_key = (announcement.peer, shown, kind, "gossip")
+            if not advert.register:
+                self._discovered.pop(entry_key, None)
+                continue
+            expires = now + advert.ttl_ms / 1000 if advert.ttl_ms else math.inf
+            self._discovered[entry_key] = Discovered(
+                announcement.peer, shown, kind, "gossip", advert.type_name, expires
+            )
+            if self._wanted(advert):
+                self._dial(peer_id, announcement.addrs)
+
+    def _wanted(self, advert: RemoteAdvert) -> bool:
+        """True when a local handle of the other kind matches ``advert``."""
+        router = self._node.router
+        if advert.is_intent:
+            return advert.route is not None and bool(router.matching_interests(advert.route))
+        return any(advert.matches(intent.route) for intent in router.intents())
+
+    # -- dialling ---------------------------------------------------------------------------------
+
+    def _found(
+        self, peer_id: ID, addrs: tuple[str, ...], route: Route, kind: str, origin: str, ttl: float
+    ) -> None:
+        peer = str(peer_id)
+        type_name = route.type_name if isinstance(route, PlainRoute) else ""
+        self._discovered[(peer, str(route), kind, origin)] = Discovered(
+            peer, str(route), kind, origin, type_name, ttl
+        )
+        self._dial(peer_id, addrs)
+
+    def _dial(self, peer_id: ID, addrs: Sequence[str]) -> None:
+        """Connect to a discovered peer once (its session then links what matches)."""
+        peer = str(peer_id)
+        node = self._node
+        if peer == node.peer_id or peer in self._dialing or node.session(peer) is not None:
+            return
+        if self._nursery is None or node.closing:
+            return
+        self._dialing.add(peer)
+        self._nursery.start_soon(self._connect, peer_id, tuple(addrs))
+
+    async def _connect(self, peer_id: ID, addrs: tuple[str, ...]) -> None:
+        peer = str(peer_id)
+        try:
+            candidates = list(addrs)
+            if not candidates and self.dht is not None:
+                record = await self.dht.get_node_record(peer)
+                if record is not None:
+                    candidates = list(record.addrs)
+            if not candidates:
+                candidates = [str(a) for a in self._node.host.get_peerstore().addrs(peer_id)]
+            error: DndmError = Unavailable(f"no address known for discovered peer {peer}")
+            for addr in candidates:
+                self.stats.dials += 1
+                try:
+                    await self._node.connect(f"{addr}/p2p/{peer}", keep=False)
+                    return
+                except (Unavailable, Closed) as exc:
+                    error = exc
+                    self.stats.dial_failures += 1
+            self._node.report_error(error, peer=peer)
+        finally:
+            self._dialing.discard(peer)
+
+    # -- introspection ----------------------------------------------------------------------------
+
+    def discovered(self) -> list[Discovered]:
+        """Current (unexpired) intents and interests learnt through the DHT and gossip."""
+        now = trio.current_time()
+        for key, entry in list(self._discovered.items()):
+            if entry.expires <= now:
+                del self._discovered[key]
+        return list(self._discovered.values())
+
+
+def _pattern_of(handle: Intent[Any] | Interest[Any]) -> Any:
+    if isinstance(handle, Interest) and handle.pattern is not None:
+        return handle.pattern
+    raise TypeError(f"{handle!r} has neither a route nor a pattern")
+
+
+def _addrs_of(info: Libp2pPeerInfo) -> tuple[str, ...]:
+    """Dialable multiaddrs of a provider record, without their ``/p2p/<id>`` part."""
+    found = []
+    for addr in info.addrs:
+        text = str(addr)
+        head, sep, _ = text.partition("/p2p/")
+        found.append(head if sep else text)
+    return tuple(dict.fromkeys(found))
