@@ -51,7 +51,8 @@ def test_a_hashed_route_key_derives_from_the_hash_alone() -> None:
     other = HashedRoute.from_plain(plain, prefix="")
     # The prefix is a hint, not part of the key: the same hash gives the same key.
     assert route_key(one.id, RouteSide.INTENT) == route_key(other.id, RouteSide.INTENT)
-    assert "robot" not in one.id and ROUTE not in one.id
+    assert "robot" not in one.id
+    assert ROUTE not in one.id
 
 
 def test_node_records_verify_and_the_newest_wins() -> None:
@@ -109,50 +110,57 @@ async def bootstrapped(count: int, **config: Any) -> AsyncIterator[tuple[Node, l
 async def test_twenty_nodes_link_through_the_dht_alone() -> None:
     async with bootstrapped(19, dht=True, gossip=False) as (boot, nodes):
         early_sub, pub, late_sub = nodes[3], nodes[11], nodes[17]
-        async with early_sub.subscribe(ROUTE, ping_pb2.Ping) as early:
-            async with pub.publish(ROUTE, ping_pb2.Ping) as intent:
-                async with late_sub.subscribe(ROUTE, ping_pb2.Ping) as late:
-                    with trio.fail_after(30):
-                        await intent.wait_links(lambda links: len(links) >= 2)
-                    await intent.send(ping_pb2.Ping(nonce=7))
-                    assert [m.nonce for m in await receive(early, 1)] == [7]
-                    assert [m.nonce for m in await receive(late, 1)] == [7]
-                    found = {r.peer for r in late_sub.known_routes() if r.kind == "intent"}
-                    assert pub.peer_id in found
-        assert boot.discovery is not None and boot.discovery.dht is not None
+        async with (
+            early_sub.subscribe(ROUTE, ping_pb2.Ping) as early,
+            pub.publish(ROUTE, ping_pb2.Ping) as intent,
+            late_sub.subscribe(ROUTE, ping_pb2.Ping) as late,
+        ):
+            with trio.fail_after(30):
+                await intent.wait_links(lambda links: len(links) >= 2)
+            await intent.send(ping_pb2.Ping(nonce=7))
+            assert [m.nonce for m in await receive(early, 1)] == [7]
+            assert [m.nonce for m in await receive(late, 1)] == [7]
+            found = {r.peer for r in late_sub.known_routes() if r.kind == "intent"}
+            assert pub.peer_id in found
+        assert boot.discovery is not None
+        assert boot.discovery.dht is not None
         # The subscribers' and the publisher's records went out, paced, and were stored.
-        assert pub.discovery is not None and pub.discovery.dht is not None
+        assert pub.discovery is not None
+        assert pub.discovery.dht is not None
         assert pub.discovery.dht.stats.provides >= 1
 
 
 async def test_a_plain_libp2p_dht_peer_finds_our_provider_records() -> None:
     """A host configured like a go or js peer (kad-dht server, nothing of DNDM) finds who
     publishes a route by the route's CID key."""
-    async with Node(NodeConfig(name="pub", dht=True, **FAST)) as pub:
-        async with running_host(generate_identity(), HostConfig()) as host:
-            kad = KadDHT(host, DHTMode.SERVER)
-            async with background_trio_service(kad):
-                await host.connect(info_from_p2p_addr(_maddr(pub.addrs[0])))
-                await kad.add_peer(ID.from_base58(pub.peer_id))
-                assert pub.discovery is not None
-                await pub.discovery.seed([host.get_id()])
-                route = PlainRoute.of(ping_pb2.Ping, ROUTE)
-                async with pub.publish(route, ping_pb2.Ping):
-                    key = route_key(route.id, RouteSide.INTENT)
-                    providers: list[Any] = []
-                    with trio.fail_after(20):
-                        while not providers:
-                            providers = await kad.find_providers(key)
-                            if not providers:
-                                await trio.sleep(0.1)
-                    assert str(providers[0].peer_id) == pub.peer_id
-                    # The record the plain peer stored names the CID's multihash, as go expects.
-                    assert key_bytes(key) in kad.provider_store.providers
+    async with (
+        Node(NodeConfig(name="pub", dht=True, **FAST)) as pub,
+        running_host(generate_identity(), HostConfig()) as host,
+    ):
+        kad = KadDHT(host, DHTMode.SERVER)
+        async with background_trio_service(kad):
+            await host.connect(info_from_p2p_addr(_maddr(pub.addrs[0])))
+            await kad.add_peer(ID.from_base58(pub.peer_id))
+            assert pub.discovery is not None
+            await pub.discovery.seed([host.get_id()])
+            route = PlainRoute.of(ping_pb2.Ping, ROUTE)
+            async with pub.publish(route, ping_pb2.Ping):
+                key = route_key(route.id, RouteSide.INTENT)
+                providers: list[Any] = []
+                with trio.fail_after(20):
+                    while not providers:
+                        providers = await kad.find_providers(key)
+                        if not providers:
+                            await trio.sleep(0.1)
+                assert str(providers[0].peer_id) == pub.peer_id
+                # The record the plain peer stored names the CID's multihash, as go expects.
+                assert key_bytes(key) in kad.provider_store.providers
 
 
 async def test_a_closed_handle_is_no_longer_provided() -> None:
     async with Node(NodeConfig(name="pub", dht=True, **FAST)) as pub:
-        assert pub.discovery is not None and pub.discovery.dht is not None
+        assert pub.discovery is not None
+        assert pub.discovery.dht is not None
         dht = pub.discovery.dht
         route = PlainRoute.of(ping_pb2.Ping, ROUTE)
         key = route_key(route.id, RouteSide.INTENT)
