@@ -8,6 +8,27 @@
     dndm sub 'robot.*.temp' --type dndm.demo.v1.Temperature --peer /ip4/.../p2p/12D3KooW...
     dndm pub robot.arm.temp --type dndm.demo.v1.Temperature --generate --count 10 --peer ...
     echo '{"celsius": 21.5}' | dndm pub robot.arm.temp --type dndm.demo.v1.Temperature --peer ...
+    dndm node --bootstrap --listen /ip4/0.0.0.0/tcp/4001 --key boot.key   # a well-known entry point
+    dndm node --bootstrap-peer /ip4/.../tcp/4001/p2p/12D3KooW...          # discovery through it
+    dndm routes --key node.key          # the intents and interests a running node knows of
+    dndm peers --admin-socket /run/user/1000/dndm/hub.sock --json
+
+Discovery: ``dndm node`` finds peers through the Kademlia DHT and GossipSub adverts (seeded by
+``--bootstrap-peer``; ``--no-dht``, ``--no-gossip`` turn either off) and on the LAN with mDNS
+(``--no-mdns`` turns it off; ``--mdns-interface`` chooses the interface addresses, 127.0.0.1 by
+default).  ``dndm pub`` and ``dndm sub`` use the DHT and gossip only when given a
+``--bootstrap-peer``.  ``dndm node --bootstrap`` runs a bootstrap server: a DHT server that
+relays every advert topic, allowing many connections.  The addresses of peers met are kept in
+an address book (``--address-book``; by default ``<key file>.addressbook`` next to ``--key``,
+none without a key).
+
+Introspection: ``dndm node`` serves ``dndm routes`` and ``dndm peers`` on a Unix socket
+(``--admin-socket``), by default in the per-user runtime directory
+(``$XDG_RUNTIME_DIR/dndm/``, else ``<tmp>/dndm-<uid>/``, mode 0700) and named after the key
+file (``<key stem>-<hash of its path>.sock``), else the node name (``<name>.sock``), else the
+process id (``node-<pid>.sock``).  ``dndm routes`` and ``dndm peers`` find it the same way from
+``--key`` or ``--name``, or with neither, use the only socket in that directory.  They print a
+table, or one JSON object per line with ``--json``.
 
 Output is made for scripts: ``dndm node`` prints JSON lines on stdout (``listening`` first, then
 peer events); ``dndm sub`` prints one JSON line per message on stdout; status lines of ``pub``
@@ -22,13 +43,18 @@ printed as ``dndm: error: <message>`` on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
 import os
+import re
 import signal
+import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -65,7 +91,16 @@ if TYPE_CHECKING:
 # The node (and py-libp2p under it) is imported only by the commands that run one: it takes a
 # good part of a second, during which a signal would kill the process without a clean stop.
 
-__all__ = ["EXIT_OK", "EXIT_PERMANENT", "EXIT_TRANSIENT", "main"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PERMANENT",
+    "EXIT_TRANSIENT",
+    "default_admin_socket",
+    "main",
+    "node_config",
+    "parse_args",
+    "runtime_directory",
+]
 
 #: Exit status of a command that did its job (or was stopped by SIGINT/SIGTERM).
 EXIT_OK = 0
@@ -76,6 +111,12 @@ EXIT_TRANSIENT = 3
 
 #: Where ``dndm keygen`` writes the key without ``--out``.
 DEFAULT_KEY_FILE = "dndm.key"
+#: Most connections of ``dndm node --bootstrap`` (a well-known entry point for many peers).
+BOOTSTRAP_MAX_CONNECTIONS = 1000
+#: Interface address of mDNS discovery without ``--mdns-interface``.
+DEFAULT_MDNS_INTERFACE = "127.0.0.1"
+#: Suffix added to the key file's name to name the default address book.
+ADDRESS_BOOK_SUFFIX = ".addressbook"
 #: Messages per second of ``dndm pub --generate`` without ``--rate``.
 DEFAULT_GENERATE_RATE = 10.0
 #: Most messages sent at once when there is no rate to keep.
@@ -152,6 +193,80 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_discovery_options(parser: argparse.ArgumentParser, *, node: bool) -> None:
+    """Discovery options; ``node``: those of ``dndm node`` (server, mDNS, address book)."""
+    group = parser.add_argument_group("discovery options")
+    group.add_argument(
+        "--bootstrap-peer",
+        action="append",
+        metavar="MADDR",
+        default=[],
+        help="bootstrap node /ip4/.../tcp/.../p2p/<id>: seeds the DHT and the advert topics "
+        "(repeatable)",
+    )
+    on = "on" if node else "on with --bootstrap-peer"
+    group.add_argument(
+        "--dht",
+        action=argparse.BooleanOptionalAction,
+        help=f"find peers through the Kademlia DHT (default {on})",
+    )
+    group.add_argument(
+        "--gossip",
+        action=argparse.BooleanOptionalAction,
+        help=f"find peers through GossipSub adverts (default {on})",
+    )
+    if not node:
+        return
+    group.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="run as a bootstrap server: a DHT server relaying every advert topic, allowing "
+        f"{BOOTSTRAP_MAX_CONNECTIONS} connections",
+    )
+    group.add_argument(
+        "--mdns",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find peers on the LAN with mDNS (default on)",
+    )
+    group.add_argument(
+        "--mdns-interface",
+        action="append",
+        metavar="IP",
+        help=f"interface address mDNS runs on, and only there (repeatable; default "
+        f"{DEFAULT_MDNS_INTERFACE})",
+    )
+    group.add_argument(
+        "--address-book",
+        type=Path,
+        metavar="PATH",
+        help=f"file keeping the addresses of peers met (default: the key file's name plus "
+        f"{ADDRESS_BOOK_SUFFIX}; none without --key)",
+    )
+    group.add_argument(
+        "--admin-socket",
+        type=Path,
+        metavar="PATH",
+        help="Unix socket serving 'dndm routes' and 'dndm peers' (default: in "
+        "$XDG_RUNTIME_DIR/dndm/ or <tmp>/dndm-<uid>/, named after --key, --name or the pid)",
+    )
+
+
+def _add_admin_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin-socket",
+        type=Path,
+        metavar="PATH",
+        help="the node's admin socket (default: from --key or --name as 'dndm node' derives "
+        "it, else the only socket in the runtime directory)",
+    )
+    parser.add_argument("--key", type=Path, metavar="PATH", help="the node's key file")
+    parser.add_argument("--name", help="the node's name (when it has no key file)")
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per line instead of a table"
+    )
+
+
 def _add_type_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--type",
@@ -201,6 +316,14 @@ def _parser() -> argparse.ArgumentParser:
         "node", help="run a node until SIGINT/SIGTERM, printing events as JSON lines"
     )
     _add_node_options(node)
+    _add_discovery_options(node, node=True)
+
+    routes = commands.add_parser(
+        "routes", help="list the intents and interests a running node knows of"
+    )
+    _add_admin_client_options(routes)
+    peers = commands.add_parser("peers", help="list the peers of a running node")
+    _add_admin_client_options(peers)
 
     pub = commands.add_parser(
         "pub", help="publish JSON lines from stdin (or generated messages) on a route"
@@ -210,6 +333,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_type_options(pub)
     _add_node_options(pub)
+    _add_discovery_options(pub, node=False)
     pub.add_argument(
         "--generate",
         action="store_true",
@@ -263,6 +387,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_type_options(sub)
     _add_node_options(sub)
+    _add_discovery_options(sub, node=False)
     sub.add_argument("--count", type=_positive_int, metavar="N", help="exit after N messages")
     sub.add_argument(
         "--timeout",
@@ -292,6 +417,11 @@ def _parser() -> argparse.ArgumentParser:
 # -- the entry point ----------------------------------------------------------------------------
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options of a ``dndm`` command line (usage errors raise :class:`SystemExit`)."""
+    return _parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dndm`` command; returns the process exit status.
 
@@ -299,13 +429,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     :class:`~dndm_p2p.errors.DndmError` is printed as ``dndm: error: <message>`` and gives 3 when
     it is transient, else 2.
     """
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "demo": _cmd_demo,
         "keygen": _cmd_keygen,
         "node": _cmd_node,
+        "peers": _cmd_peers,
         "pub": _cmd_pub,
+        "routes": _cmd_routes,
         "sub": _cmd_sub,
     }
     try:
@@ -490,12 +621,7 @@ async def _running_node(args: argparse.Namespace) -> AsyncIterator[tuple[Node, _
     The block runs in a cancel scope that the first signal cancels; ``stop.signal`` then names
     the signal.
     """
-    options: dict[str, Any] = {}
-    if args.listen:
-        options["listen"] = tuple(args.listen)
-    config = NodeConfig(
-        name=args.name, key_file=args.key, peers=tuple(args.peer), quic=args.quic, **options
-    )
+    config = node_config(args)
     from .node import Node
 
     stop = _Stop()
@@ -515,6 +641,83 @@ async def _running_node(args: argparse.Namespace) -> AsyncIterator[tuple[Node, _
             with stop.scope:
                 yield node, stop
             nursery.cancel_scope.cancel()
+
+
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The node configuration that the options of ``dndm node``, ``pub`` or ``sub`` ask for."""
+    options: dict[str, Any] = {}
+    if args.listen:
+        options["listen"] = tuple(args.listen)
+    is_node = args.command == "node"
+    bootstrap = tuple(args.bootstrap_peer)
+    discovery = is_node or bool(bootstrap)
+    dht = discovery if args.dht is None else args.dht
+    gossip = discovery if args.gossip is None else args.gossip
+    if is_node:
+        if args.bootstrap:
+            if not dht:
+                raise ConfigError("--bootstrap runs a DHT server: it cannot go with --no-dht")
+            options["bootstrap_server"] = True
+            options["max_connections"] = BOOTSTRAP_MAX_CONNECTIONS
+        options["mdns"] = args.mdns
+        options["mdns_interfaces"] = tuple(args.mdns_interface or (DEFAULT_MDNS_INTERFACE,))
+        book = args.address_book
+        if book is None and args.key is not None:
+            book = args.key.with_name(args.key.name + ADDRESS_BOOK_SUFFIX)
+        options["address_book"] = book
+        options["admin_socket"] = args.admin_socket or default_admin_socket(args.key, args.name)
+    return NodeConfig(
+        name=args.name,
+        key_file=args.key,
+        peers=tuple(args.peer),
+        quic=args.quic,
+        bootstrap=bootstrap,
+        dht=dht,
+        gossip=gossip,
+        **options,
+    )
+
+
+def runtime_directory() -> Path:
+    """The per-user directory of admin sockets: ``$XDG_RUNTIME_DIR/dndm``, else
+    ``<tmp>/dndm-<uid>``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return Path(runtime) / "dndm"
+    return Path(tempfile.gettempdir()) / f"dndm-{os.getuid()}"
+
+
+def default_admin_socket(key_file: Path | None, name: str) -> Path:
+    """Where ``dndm node`` serves its admin socket when not told (see the module docstring).
+
+    Raises :class:`ConfigError` if the runtime directory exists but is not this user's own
+    private directory (anyone else could listen there in the node's place).
+    """
+    directory = runtime_directory()
+    _check_private(directory)
+    if key_file is not None:
+        digest = hashlib.sha256(os.fsencode(key_file.resolve())).hexdigest()[:8]
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", key_file.stem)[:40] or "key"
+        return directory / f"{stem}-{digest}.sock"
+    if name:
+        return directory / f"{re.sub(r'[^A-Za-z0-9._-]', '_', name)[:40]}.sock"
+    return directory / f"node-{os.getpid()}.sock"
+
+
+def _check_private(directory: Path) -> None:
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        return  # created private (0700) when the node starts
+    except OSError as exc:
+        raise ConfigError(f"cannot use the runtime directory {directory}: {exc}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{directory} is not a directory: pass --admin-socket")
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConfigError(
+            f"{directory} is not a private directory of this user (owner {info.st_uid}, mode "
+            f"{stat.S_IMODE(info.st_mode):o}): pass --admin-socket"
+        )
 
 
 def _resolve_type(args: argparse.Namespace) -> type[Message]:
@@ -580,12 +783,99 @@ def _cmd_node(args: argparse.Namespace) -> int:
 async def _run_node(args: argparse.Namespace) -> int:
     out = _Lines(sys.stdout)
     async with _running_node(args) as (node, stop), node.events() as events:
+        admin_socket = node.config.admin_socket
         out.write(
-            {"event": "listening", "peer": node.peer_id, "name": node.name, "addrs": node.addrs}
+            {
+                "event": "listening",
+                "peer": node.peer_id,
+                "name": node.name,
+                "addrs": node.addrs,
+                "admin_socket": None if admin_socket is None else str(admin_socket),
+            }
         )
         await _print_events(node, events, out)
     out.write({"event": "stopped", "signal": stop.signal})
     return EXIT_OK
+
+
+# -- dndm routes, dndm peers ---------------------------------------------------------------------
+
+
+def _cmd_routes(args: argparse.Namespace) -> int:
+    from .admin import query_routes
+
+    path = _admin_socket_of(args)
+    routes = trio.run(query_routes, path)
+    columns = ("route", "kind", "origin", "peer", "msg_type", "linked")
+    _print_records([dataclasses.asdict(route) for route in routes], columns, json_lines=args.json)
+    return EXIT_OK
+
+
+def _cmd_peers(args: argparse.Namespace) -> int:
+    from .admin import query_peers
+
+    path = _admin_socket_of(args)
+    peers = trio.run(query_peers, path)
+    columns = ("peer", "name", "rtt_us", "addrs", "routes")
+    _print_records([dataclasses.asdict(peer) for peer in peers], columns, json_lines=args.json)
+    return EXIT_OK
+
+
+def _admin_socket_of(args: argparse.Namespace) -> Path:
+    """The admin socket that ``dndm routes``/``peers`` should ask (see the module docstring)."""
+    if args.admin_socket is not None:
+        return Path(args.admin_socket)
+    if args.key is not None or args.name:
+        return default_admin_socket(args.key, args.name or "")
+    directory = runtime_directory()
+    try:
+        found = sorted(p for p in directory.iterdir() if p.is_socket())
+    except FileNotFoundError:
+        found = []
+    except OSError as exc:
+        raise ConfigError(f"cannot list the runtime directory {directory}: {exc}") from exc
+    if not found:
+        raise Unavailable(
+            f"no node's admin socket in {directory}: is a 'dndm node' running? (or pass "
+            "--admin-socket, --key or --name)"
+        )
+    if len(found) > 1:
+        listed = ", ".join(p.name for p in found)
+        raise ConfigError(
+            f"several admin sockets in {directory} ({listed}): choose one with "
+            "--admin-socket, --key or --name"
+        )
+    return found[0]
+
+
+def _print_records(
+    records: list[dict[str, Any]], columns: Sequence[str], *, json_lines: bool
+) -> None:
+    """Records as JSON lines, or as a table with a header line (lists joined by commas)."""
+    if json_lines:
+        out = _Lines(sys.stdout)
+        for record in records:
+            out.write(record, flush=False)
+        out.flush()
+        return
+    rows = [[column.upper() for column in columns]]
+    for record in records:
+        rows.append([_cell(record[column]) for column in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(line.rstrip())
+    sys.stdout.flush()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value) or "-"
+    return str(value)
 
 
 # -- dndm pub -----------------------------------------------------------------------------------

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
+import shutil
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from google.protobuf.message import Message
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
-from dndm_p2p.cli import EXIT_PERMANENT, EXIT_TRANSIENT, main
+from dndm_p2p.admin import AdminServer
+from dndm_p2p.cli import (
+    BOOTSTRAP_MAX_CONNECTIONS,
+    EXIT_PERMANENT,
+    EXIT_TRANSIENT,
+    default_admin_socket,
+    main,
+    node_config,
+    parse_args,
+)
+from dndm_p2p.config import NodeConfig
 from dndm_p2p.errors import ConfigError
 from dndm_p2p.identity import load_identity, peer_id_of
 from dndm_p2p.msgtypes import (
@@ -28,6 +44,7 @@ from dndm_p2p.msgtypes import (
     type_from_descriptor_set,
 )
 from dndm_p2p.proto.demo_pb2 import Temperature
+from tests.nodes import mesh
 from tests.proto.messages_pb2 import Bar, Foo, Sample
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -402,3 +419,187 @@ def test_bad_json_on_stdin_exits_2_naming_the_line_and_field() -> None:
     err = result.stderr.decode()
     assert "dndm: error: stdin line 3: invalid dndm.test.Foo message" in err
     assert "text field" in err
+
+
+# -- discovery options ----------------------------------------------------------------------------
+
+BOOT = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWHDpAymdJ2GHhAYNTuuzu1PfdKDDUvnvQDNNhJ2mA7wim"
+BOOT2 = "/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWFGP3vwyec32M2ovSkaEBcHwWdjeypYaGMdkSxdZ8ttJh"
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short private XDG_RUNTIME_DIR (pytest's tmp_path can be too long for socket paths)."""
+    directory = Path(tempfile.mkdtemp(prefix="dndm-cli-"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(directory))
+    yield directory / "dndm"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def config_of(*argv: str) -> NodeConfig:
+    return node_config(parse_args(list(argv)))
+
+
+def test_dndm_node_discovers_by_default(runtime_dir: Path) -> None:
+    config = config_of("node")
+    assert (config.dht, config.gossip, config.mdns) == (True, True, True)
+    assert config.mdns_interfaces == ("127.0.0.1",)
+    assert config.bootstrap == ()
+    assert not config.bootstrap_server
+    assert config.max_connections == NodeConfig().max_connections
+    assert config.address_book is None  # no key file: nowhere obvious to keep it
+    assert config.admin_socket == runtime_dir / f"node-{os.getpid()}.sock"
+
+
+def test_dndm_node_discovery_options(runtime_dir: Path) -> None:
+    config = config_of(
+        "node",
+        "--bootstrap-peer",
+        BOOT,
+        "--bootstrap-peer",
+        BOOT2,
+        "--no-gossip",
+        "--mdns-interface",
+        "127.0.0.1",
+        "--mdns-interface",
+        "127.0.0.2",
+        "--address-book",
+        "/var/lib/dndm/peers",
+        "--admin-socket",
+        "/run/dndm/hub.sock",
+    )
+    assert config.bootstrap == (BOOT, BOOT2)
+    assert (config.dht, config.gossip, config.mdns) == (True, False, True)
+    assert config.mdns_interfaces == ("127.0.0.1", "127.0.0.2")
+    assert config.address_book == Path("/var/lib/dndm/peers")
+    assert config.admin_socket == Path("/run/dndm/hub.sock")
+    config = config_of("node", "--no-dht", "--no-mdns")
+    assert (config.dht, config.gossip, config.mdns) == (False, True, False)
+
+
+def test_dndm_node_bootstrap_runs_a_server(runtime_dir: Path) -> None:
+    config = config_of("node", "--bootstrap")
+    assert config.bootstrap_server
+    assert (config.dht, config.gossip) == (True, True)
+    assert config.max_connections == BOOTSTRAP_MAX_CONNECTIONS
+    with pytest.raises(ConfigError, match="cannot go with --no-dht"):
+        config_of("node", "--bootstrap", "--no-dht")
+
+
+def test_the_key_file_names_the_address_book_and_the_admin_socket(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    key = tmp_path / "keys" / "arm.key"
+    config = config_of("node", "--key", str(key), "--name", "arm")
+    assert config.address_book == tmp_path / "keys" / "arm.key.addressbook"
+    assert config.admin_socket is not None
+    assert config.admin_socket.parent == runtime_dir
+    assert config.admin_socket.name.startswith("arm-")
+    assert config.admin_socket.suffix == ".sock"
+    # Another key file of the same name elsewhere gets another socket.
+    other = config_of("node", "--key", str(tmp_path / "arm.key"))
+    assert other.admin_socket != config.admin_socket
+    # Without a key, the name (made safe for a file name) names the socket.
+    assert config_of("node", "--name", "hub/1 ").admin_socket == runtime_dir / "hub_1_.sock"
+
+
+def test_a_runtime_directory_that_is_not_private_is_refused(runtime_dir: Path) -> None:
+    runtime_dir.mkdir(mode=0o755)
+    runtime_dir.chmod(0o755)
+    with pytest.raises(ConfigError, match="not a private directory"):
+        config_of("node")
+    assert config_of("node", "--admin-socket", str(runtime_dir / "x.sock")).admin_socket
+
+
+@pytest.mark.parametrize("command", ["pub", "sub"])
+def test_pub_and_sub_discover_only_with_a_bootstrap_peer(command: str, runtime_dir: Path) -> None:
+    plain = config_of(command, "r", "--type", "T")
+    assert (plain.dht, plain.gossip, plain.mdns) == (False, False, False)
+    assert plain.admin_socket is None
+    assert plain.address_book is None
+    found = config_of(command, "r", "--type", "T", "--bootstrap-peer", BOOT)
+    assert found.bootstrap == (BOOT,)
+    assert (found.dht, found.gossip, found.mdns) == (True, True, False)
+    assert config_of(command, "r", "--type", "T", "--bootstrap-peer", BOOT, "--no-dht").dht is False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pub", "r", "--type", "T", "--bootstrap"],  # a server is a `dndm node`
+        ["sub", "r", "--type", "T", "--mdns"],
+        ["routes", "--bogus"],
+    ],
+)
+def test_node_only_options_are_usage_errors_elsewhere(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        parse_args(argv)
+    assert raised.value.code == 2
+
+
+# -- dndm routes, dndm peers ----------------------------------------------------------------------
+
+
+async def test_routes_and_peers_of_a_running_node(
+    runtime_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = default_admin_socket(None, "n0")
+    async with mesh(2) as (a, b), trio.open_nursery() as nursery:
+        await nursery.start(AdminServer(a, path).run)
+        async with a.publish("robot.arm", Foo) as intent, b.subscribe("robot.*", Foo):
+            with trio.fail_after(10):
+                await intent.wait_links(lambda links: len(links) >= 1)
+            capsys.readouterr()
+
+            assert await trio.to_thread.run_sync(main, ["routes", "--name", "n0"]) == 0
+            lines = capsys.readouterr().out.splitlines()
+            assert lines[0].split() == ["ROUTE", "KIND", "ORIGIN", "PEER", "MSG_TYPE", "LINKED"]
+            rows = sorted(line.split() for line in lines[1:])
+            assert rows == [
+                ["dndm.test.Foo@robot.arm", "intent", "local", "-", "dndm.test.Foo", "yes"],
+                ["robot.*", "interest", "peer", b.peer_id, "dndm.test.Foo", "yes"],
+            ]
+
+            # The only socket of the runtime directory is found without being named.
+            assert await trio.to_thread.run_sync(main, ["peers", "--json"]) == 0
+            records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+            assert len(records) == 1
+            assert records[0]["peer"] == b.peer_id
+            assert records[0]["name"] == "n1"
+            assert records[0]["addrs"] == list(a.peers()[0].addrs)
+            assert set(records[0]) == {"peer", "name", "addrs", "rtt_us", "routes"}
+
+            argv = ["routes", "--admin-socket", str(path), "--json"]
+            assert await trio.to_thread.run_sync(main, argv) == 0
+            records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+            assert {(r["origin"], r["kind"], r["linked"]) for r in records} == {
+                ("local", "intent", True),
+                ("peer", "interest", True),
+            }
+        nursery.cancel_scope.cancel()
+
+
+def test_routes_with_no_node_running_exits_3(
+    runtime_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["routes"]) == EXIT_TRANSIENT
+    assert f"no node's admin socket in {runtime_dir}" in capsys.readouterr().err
+    assert main(["peers", "--name", "nobody"]) == EXIT_TRANSIENT
+    assert "no node listens at" in capsys.readouterr().err
+
+
+def test_routes_with_several_nodes_and_none_named_exits_2(
+    runtime_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runtime_dir.mkdir(mode=0o700)
+    bound = []
+    for name in ("a.sock", "b.sock"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(runtime_dir / name))
+        bound.append(sock)
+    try:
+        assert main(["routes"]) == EXIT_PERMANENT
+        assert "several admin sockets" in capsys.readouterr().err
+    finally:
+        for sock in bound:
+            sock.close()
