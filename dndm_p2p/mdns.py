@@ -49,6 +49,7 @@ from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceListener, Ze
 
 from .errors import ConfigError, Unavailable
 from .host import listen_addrs
+from .nurseries import open_owned_nursery
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -189,6 +190,7 @@ class MdnsDiscovery:
         )
         #: Finds dropped because trio did not take them fast enough.
         self.dropped = 0
+        self._zeroconf: Zeroconf | None = None  # while running
 
     def announced_addrs(self) -> list[str]:
         """The host's listen addresses reachable on the interfaces, with ``/p2p/<id>``."""
@@ -248,8 +250,8 @@ class MdnsDiscovery:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Announce the host and report peers until cancelled; then withdraw and close.
 
-        Started (``task_status.started()``) once zeroconf runs, the announcement is registered
-        and the browser is looking.  Raises :class:`ConfigError` if the host listens on none
+        Started (``task_status.started()``) once zeroconf runs and the browser is looking; the
+        announcement goes out meanwhile.  Raises :class:`ConfigError` if the host listens on none
         of the interfaces, :class:`Unavailable` if the mDNS sockets cannot be opened.
         """
         info = self._service_info()
@@ -269,13 +271,16 @@ class MdnsDiscovery:
                 token.run_sync_soon(put, found)
 
         zc = await trio.to_thread.run_sync(self._open_zeroconf)
+        self._zeroconf = zc
         browser: ServiceBrowser | None = None
         try:
-            await trio.to_thread.run_sync(self._register, zc, info)
             listener = _Listener(self.service_name, str(self._host.get_id()), deliver)
             browser = ServiceBrowser(zc, SERVICE_TYPE, listener=listener)
             task_status.started()
-            async with receive:
+            # Registering returns once the announcements went out (3 at 225 ms intervals):
+            # finds are taken meanwhile.
+            async with receive, open_owned_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, self._register, zc, info)
                 async for found in receive:
                     self._on_peer(found.peer, found.addrs)
         finally:
@@ -284,6 +289,7 @@ class MdnsDiscovery:
                 if browser is not None:
                     await trio.to_thread.run_sync(browser.cancel)
                 await trio.to_thread.run_sync(zc.close)  # sends the goodbye packets
+                self._zeroconf = None
 
     @staticmethod
     def _register(zc: Zeroconf, info: ServiceInfo) -> None:

@@ -8,6 +8,7 @@ nothing else is found.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -92,6 +93,22 @@ async def test_hosts_in_one_process_each_find_the_others_and_never_themselves() 
     # Stopping leaves no zeroconf thread behind (the leaked-task check covers trio tasks).
     # trio keeps its idle worker threads ("Trio thread N") for reuse; any other is a leak.
     assert _threads() == threads_before
+
+
+async def test_mdns_sends_through_the_given_interface_only() -> None:
+    async with hosts(1) as (host,), trio.open_nursery() as nursery:
+        mdns = MdnsDiscovery(host, ["127.0.0.1"], Finds())
+        await nursery.start(mdns.run)
+        zc = mdns._zeroconf
+        assert zc is not None
+        senders = zc.engine.senders  # zeroconf's sockets that send queries and answers
+        assert senders
+        for sender in senders:
+            sock = sender.sock
+            assert sock.getsockname()[0] == "127.0.0.1"
+            multicast_if = sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)
+            assert socket.inet_ntoa(multicast_if) == "127.0.0.1"
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_node_that_stops_and_restarts_is_found_again() -> None:
