@@ -22,6 +22,8 @@ from dndm_p2p.errors import ConfigError
 from dndm_p2p.host import HostConfig, running_host
 from dndm_p2p.identity import generate_identity
 from dndm_p2p.mdns import MdnsDiscovery, parse_txt
+from dndm_p2p.node import Node
+from tests.proto.messages_pb2 import Foo
 
 #: Discovery took 1-3 s in the py-libp2p probes; a loaded 2-core machine gets plenty more.
 DISCOVERY_LIMIT = 20.0
@@ -203,3 +205,21 @@ def test_malformed_txt_strings_are_skipped() -> None:
     assert parse_txt(text) == (PEER, ("/ip4/127.0.0.1/tcp/1",))
     assert parse_txt(b"") == (None, ())
     assert parse_txt(b"\x50truncated") == (None, ())
+
+
+async def test_two_nodes_link_through_addresses_found_by_mdns() -> None:
+    """The way a node uses it: dial what is found (here: only the peer we expect)."""
+    async with Node() as a, Node() as b, trio.open_nursery() as nursery:
+
+        def on_peer(peer: str, addrs: tuple[str, ...]) -> None:
+            if peer == a.peer_id:  # other processes may run mDNS on loopback too
+                nursery.start_soon(b.connect, f"{addrs[0]}/p2p/{peer}")
+
+        await nursery.start(MdnsDiscovery(a.host, ["127.0.0.1"], Finds()).run)
+        await nursery.start(MdnsDiscovery(b.host, ["127.0.0.1"], on_peer).run)
+        async with a.publish("robot.arm", Foo) as intent, b.subscribe("robot.arm", Foo) as sub:
+            with trio.fail_after(DISCOVERY_LIMIT):
+                await intent.wait_links(lambda links: len(links) >= 1)
+                await intent.send(Foo(text="found you"))
+                assert (await sub.receive()).text == "found you"
+        nursery.cancel_scope.cancel()
