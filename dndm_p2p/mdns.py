@@ -136,7 +136,11 @@ class _Listener(ServiceListener):
     def _look(self, zc: Zeroconf, type_: str, name: str) -> None:
         if name == self._own_name:
             return
-        info = zc.get_service_info(type_, name, timeout=_INFO_TIMEOUT_MS)
+        try:
+            info = zc.get_service_info(type_, name, timeout=_INFO_TIMEOUT_MS)
+        except Exception:  # zeroconf closing under us, or a bug: the browser thread goes on
+            logger.warning("mDNS: cannot resolve %s", name, exc_info=True)
+            return
         if info is None or not info.text:
             return
         peer, addrs = parse_txt(info.text)
