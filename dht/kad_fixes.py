@@ -17,6 +17,12 @@ upgrade fixes a bug, its "bug" test fails: delete the test and the workaround to
    holds any provider for the key, and copies every provider it finds into the local store
    (so this node then serves them as if it were one of the key's holders).
 3. **``ProviderStore.provide``** returns True when a single ADD_PROVIDER of 20 was sent.
+4. **Servers do not learn first-time requesters** (``KadDHT._do_handle_stream``): a server
+   adds the peer that opened a DHT stream to its routing table *before* reading the request,
+   whose signed peer record carries the peer's addresses; a peer it has no address for yet is
+   dropped.  So a node that joins by looking itself up is not added by the peers it asks, and
+   is not found by others until it asks them again.  The fix adds the requester once its
+   request has been read.
 
 The replacements share one iterative lookup (:func:`iterative_lookup`): up to ALPHA queries in
 flight (a sliding window, not lock-step rounds), bounded by :data:`LOOKUP_TIMEOUT` in total and
@@ -45,6 +51,7 @@ from libp2p.kad_dht.common import (
     PROTOCOL_ID,
     QUERY_TIMEOUT,
 )
+from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.peer_routing import MIN_PEERS_THRESHOLD, PeerRouting
 from libp2p.kad_dht.provider_store import ProviderStore
@@ -84,6 +91,7 @@ _PATCHES: Final = (
     (PeerRouting, "find_closest_peers_network"),
     (ProviderStore, "find_providers"),
     (ProviderStore, "provide"),
+    (KadDHT, "_do_handle_stream"),
 )
 
 STOCK_METHODS: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
@@ -223,9 +231,15 @@ async def _reset(stream: INetStream) -> None:
 
 
 def _learn_peer(routing: PeerRouting, peer: Message.Peer) -> PeerInfo | None:
-    """Record a peer named in an answer (signed record, addresses); None if it is unusable."""
-    if not peer.id or not maybe_consume_signed_record(peer, routing.host):
+    """Record a peer named in an answer (signed record, addresses); None if it is unusable.
+
+    A signed record that is not accepted (older than the one we hold, or invalid) does not
+    make the peer unusable: its plain addresses are kept, as go-libp2p does.
+    """
+    if not peer.id:
         return None
+    if not maybe_consume_signed_record(peer, routing.host):
+        logger.debug("signed record of a closer peer not accepted; using its plain addresses")
     peer_id = ID(peer.id)
     addrs = []
     for raw in peer.addrs:
@@ -341,11 +355,20 @@ async def _provide(self: ProviderStore, key: bytes) -> bool:
     return ok
 
 
+async def _do_handle_stream(self: KadDHT, stream: INetStream) -> None:
+    """Fixed ``KadDHT._do_handle_stream``: see bug 4 in the module docstring."""
+    await STOCK_METHODS["KadDHT._do_handle_stream"](self, stream)
+    requester = stream.muxed_conn.peer_id
+    if not self.routing_table.peer_in_table(requester):
+        await self.add_peer(requester, skip_server_mode_check=True)
+
+
 _FIXES: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
     {
         "PeerRouting.find_closest_peers_network": _find_closest_peers_network,
         "ProviderStore.find_providers": _find_providers,
         "ProviderStore.provide": _provide,
+        "KadDHT._do_handle_stream": _do_handle_stream,
     }
 )
 

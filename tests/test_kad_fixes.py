@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import trio
 import trio.testing
+from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.kad_dht.peer_routing import PeerRouting
 from libp2p.kad_dht.provider_store import ProviderStore
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
@@ -159,8 +160,8 @@ def test_install_is_idempotent_and_replaces_the_faulty_methods() -> None:
         ProviderStore.find_providers,
         ProviderStore.provide,
     ) == first
+    classes = {cls.__name__: cls for cls in (PeerRouting, ProviderStore, KadDHT)}
     for name, stock in STOCK_METHODS.items():
         cls_name, method = name.split(".")
-        cls = PeerRouting if cls_name == "PeerRouting" else ProviderStore
-        assert getattr(cls, method) is not stock
+        assert getattr(classes[cls_name], method) is not stock
         assert stock.__module__.startswith("libp2p.kad_dht")

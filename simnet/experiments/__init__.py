@@ -1,0 +1,1 @@
+"""Experiments run on simnet; each module is a command (``python -m simnet.experiments.NAME``)."""
