@@ -6,16 +6,22 @@ workaround together.
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
+import pytest
 import trio
 import trio.testing
-from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.abc import IHost
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.peer_routing import PeerRouting
 from libp2p.kad_dht.provider_store import ProviderStore
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.tools.anyio_service import background_trio_service
 
 from dht.kad_fixes import (
     STOCK_METHODS,
@@ -24,6 +30,9 @@ from dht.kad_fixes import (
     kad_fixes_installed,
     seed_peers,
 )
+from simnet.clock import key_pair_from, seeded_random
+from simnet.hosts import running_sim_host
+from simnet.net import SimNetwork, SimNode
 
 KEY = random.Random(7).randbytes(32)
 
@@ -165,3 +174,63 @@ def test_install_is_idempotent_and_replaces_the_faulty_methods() -> None:
         cls_name, method = name.split(".")
         assert getattr(classes[cls_name], method) is not stock
         assert stock.__module__.startswith("libp2p.kad_dht")
+
+
+@asynccontextmanager
+async def dht_mesh(size: int) -> AsyncIterator[tuple[list[IHost], list[KadDHT], list[SimNode]]]:
+    """``size`` KadDHT servers on real py-libp2p hosts over simnet (20 ms links), not joined."""
+    net = SimNetwork(latency=0.02)
+    nodes = [net.add_node() for _ in range(size)]
+    keys = seeded_random(11, "keys")
+    async with AsyncExitStack() as stack:
+        hosts: list[IHost] = []
+        dhts: list[KadDHT] = []
+        for node in nodes:
+            host = await stack.enter_async_context(running_sim_host(net, node, key_pair_from(keys)))
+            dht = KadDHT(host, DHTMode.SERVER)
+            await stack.enter_async_context(background_trio_service(dht))
+            hosts.append(host)
+            dhts.append(dht)
+        yield hosts, dhts, nodes
+
+
+async def join(host: IHost, dht: KadDHT, via: IHost, via_node: SimNode) -> None:
+    """Connect to ``via``, put it in the routing table, look ourselves up."""
+    await host.connect(PeerInfo(via.get_id(), [via_node.listen_addr()]))
+    await dht.add_peer(via.get_id())
+    await dht.peer_routing.find_closest_peers_network(host.get_id().to_bytes())
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+async def test_a_server_learns_a_first_time_requester_only_with_the_fix(
+    autojump_clock: trio.testing.MockClock, fixed: bool
+) -> None:
+    install_kad_fixes()
+    async with dht_mesh(2) as (hosts, dhts, nodes):
+        if not fixed:
+            stock = STOCK_METHODS["KadDHT._do_handle_stream"]
+            dhts[1]._do_handle_stream = functools.partial(stock, dhts[1])  # type: ignore[method-assign]
+        with trio.fail_after(30):
+            await join(hosts[0], dhts[0], hosts[1], nodes[1])
+            # Until the server is done with our stream (py-libp2p offers no event for it).
+            while dhts[1]._inbound_limiter.borrowed_tokens:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        # Stock: the server looked for our address before reading our request, found none,
+        # and served us without ever adding us.
+        assert dhts[1].routing_table.peer_in_table(hosts[0].get_id()) is fixed
+
+
+async def test_fixed_dht_mesh_provides_and_finds_from_every_node(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    install_kad_fixes()
+    async with dht_mesh(16) as (hosts, dhts, nodes):
+        with trio.fail_after(120):
+            for i in range(1, len(hosts)):
+                await join(hosts[i], dhts[i], hosts[i - 1], nodes[i - 1])  # a chain
+            key = (b"\x12\x20" + bytes(range(32))).hex()
+            assert await dhts[3].provide(key)
+            for i, dht in enumerate(dhts):
+                if i != 3:
+                    found = await dht.find_providers(key)
+                    assert [info.peer_id for info in found] == [hosts[3].get_id()], i
