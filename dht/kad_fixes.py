@@ -16,7 +16,9 @@ upgrade fixes a bug, its "bug" test fails: delete the test and the workaround to
    same provider once per holder towards ``count``, answers from the local store alone when it
    holds any provider for the key, and copies every provider it finds into the local store
    (so this node then serves them as if it were one of the key's holders).
-3. **``ProviderStore.provide``** returns True when a single ADD_PROVIDER of 20 was sent.
+3. **``ProviderStore.provide``** returns True when a single ADD_PROVIDER of 20 was sent, and
+   never reads the echo py-libp2p servers send back: over mplex the unread echo blocks the
+   connection's reader for 5 s, stalling every other stream on it (the 5 s tail of lookups).
 4. **Servers do not learn first-time requesters** (``KadDHT._do_handle_stream``): a server
    adds the peer that opened a DHT stream to its routing table *before* reading the request,
    whose signed peer record carries the peer's addresses; a peer it has no address for yet is
@@ -56,6 +58,8 @@ from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.peer_routing import MIN_PEERS_THRESHOLD, PeerRouting
 from libp2p.kad_dht.provider_store import ProviderStore
 from libp2p.kad_dht.utils import maybe_consume_signed_record
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.peerstore import PeerStoreError, env_to_send_in_RPC
@@ -322,6 +326,37 @@ def _quorum(targets: int) -> int:
     return max(1, math.ceil(targets / 2))
 
 
+async def _add_provider(store: ProviderStore, routing: PeerRouting, peer: ID, key: bytes) -> None:
+    """Send one ADD_PROVIDER naming this node, then read the peer's echo (or end of stream).
+
+    py-libp2p servers echo the request; Kubo does not (and ends the stream).  The stock sender
+    never reads, so the echo sits unread: over mplex that blocks the whole connection's reader
+    for 5 s (then resets the stream), stalling every other stream on that connection.
+    """
+    host = routing.host
+    request = Message(type=Message.MessageType.ADD_PROVIDER, key=key)
+    record = env_to_send_in_RPC(host)[0]
+    request.senderRecord = record
+    provider = request.providerPeers.add()
+    provider.id = store.local_peer_id.to_bytes()
+    provider.addrs.extend(addr.to_bytes() for addr in host.get_addrs())
+    provider.signedRecord = record
+    with trio.fail_after(QUERY_TIMEOUT):
+        stream = await host.new_stream(peer, [TProtocol(PROTOCOL_ID)])
+        try:
+            await stream.write(encode_varint_prefixed(request.SerializeToString()))
+            if isinstance(stream, NetStream):
+                await stream.close_write()
+            with trio.move_on_after(QUERY_TIMEOUT / 2):
+                await stream.read(MAX_DHT_MESSAGE_SIZE)  # the echo, or end of stream
+        except StreamEOF:
+            pass  # the peer ended the stream (Kubo): the request was read
+        except BaseException:
+            await _reset(stream)
+            raise
+        await stream.close()
+
+
 async def _provide(self: ProviderStore, key: bytes) -> bool:
     """Fixed ``ProviderStore.provide``: see bug 3 in the module docstring.
 
@@ -342,9 +377,12 @@ async def _provide(self: ProviderStore, key: bytes) -> bool:
     async def send_one(peer: ID) -> None:
         nonlocal sent
         async with limiter:
-            with trio.move_on_after(QUERY_TIMEOUT):
-                if await self._send_add_provider(peer, key):
-                    sent += 1
+            try:
+                await _add_provider(self, routing, peer, key)
+            except Exception as exc:  # one unreachable holder is counted, not fatal
+                logger.debug("ADD_PROVIDER to %s failed: %r", peer, exc)
+            else:
+                sent += 1
 
     async with trio.open_nursery() as nursery:
         for peer in targets:
