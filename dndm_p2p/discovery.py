@@ -35,7 +35,7 @@ from dht.keys import RouteSide, route_key
 from dht.service import DhtConfig, RouteDHT
 
 from .adverts import RemoteAdvert
-from .errors import Closed, DndmError, Unavailable
+from .errors import Closed, ConfigError, DndmError, ProtocolError, Unavailable
 from .intent import Intent
 from .interest import Interest
 from .namespaces import namespace_of
@@ -52,6 +52,8 @@ __all__ = ["LOOKUP_MAX_INTERVAL", "Discovered", "Discovery", "DiscoveryStats"]
 #: Longest delay between two DHT lookups for one handle, in seconds.
 LOOKUP_MAX_INTERVAL: Final = 30.0
 _FIRST_RETRY: Final = 0.5
+#: How many peers of the address book a node dials at start.
+_REMEMBERED_PEERS: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,12 @@ class Discovery:
                 self.gossip = GossipAdverts(node.host, gossip_config, self._on_announcement)
                 await nursery.start(self.gossip.run)
             self._nursery = nursery
-            await self._join(config.bootstrap)
+            if config.mdns:
+                from .mdns import MdnsDiscovery
+
+                mdns = MdnsDiscovery(node.host, config.mdns_interfaces, self._on_mdns_peer)
+                await nursery.start(mdns.run)
+            await self._join(config.bootstrap, self._remembered())
             handles: list[Intent[Any] | Interest[Any]] = [*node.router.intents()]
             handles.extend(node.router.interests())
             for handle in handles:
@@ -127,24 +134,53 @@ class Discovery:
             task_status.started()
             await trio.sleep_forever()
 
-    async def _join(self, bootstrap: Sequence[str]) -> None:
-        """Connect to the bootstrap nodes (in parallel) and seed the routing table with them."""
+    def _remembered(self) -> list[str]:
+        """Dial addresses of the peers met most recently, from the address book."""
+        book = self._node.address_book
+        if book is None:
+            return []
+        found = []
+        for peer in book.peers()[:_REMEMBERED_PEERS]:
+            addrs = book.dial_addresses(peer)
+            if addrs:
+                found.append(addrs[0])
+        return found
+
+    async def _join(self, bootstrap: Sequence[str], remembered: Sequence[str]) -> None:
+        """Connect to the bootstrap nodes and remembered peers (in parallel) and seed the
+        routing table with those that answered.  Bootstrap nodes are kept connected."""
         joined: list[ID] = []
 
-        async def join_one(addr: str) -> None:
+        async def join_one(addr: str, keep: bool) -> None:
             try:
-                peer = await self._node.connect(addr, keep=True)
+                peer = await self._node.connect(addr, keep=keep)
             except (Unavailable, Closed) as exc:
-                self._node.report_error(Unavailable(f"bootstrap node {addr}: {exc}"))
+                if keep:
+                    self._node.report_error(Unavailable(f"bootstrap node {addr}: {exc}"))
                 return
             joined.append(ID.from_base58(peer))
 
         async with trio.open_nursery() as nursery:
             for addr in bootstrap:
-                nursery.start_soon(join_one, addr)
+                nursery.start_soon(join_one, addr, True)
+            for addr in remembered:
+                if addr not in bootstrap:
+                    nursery.start_soon(join_one, addr, False)
         if bootstrap and not joined:
             self._node.report_error(Unavailable("no bootstrap node could be reached"))
         await self.seed(joined)
+
+    def _on_mdns_peer(self, peer: str, addrs: tuple[str, ...]) -> None:
+        """mDNS found a peer on the LAN: remember it, connect, and add it to the DHT."""
+        book = self._node.address_book
+        try:
+            peer_id = ID.from_base58(peer)
+            if book is not None:
+                book.record(peer, addrs)
+        except (ValueError, ConfigError) as exc:
+            self._node.report_error(ProtocolError(f"mDNS announced a bad peer or address: {exc}"))
+            return
+        self._dial(peer_id, addrs)
 
     async def seed(self, peers: Sequence[ID]) -> None:
         """Add connected ``peers`` to the DHT routing table and refresh it."""
@@ -270,10 +306,13 @@ class Discovery:
                 self.stats.dials += 1
                 try:
                     await self._node.connect(f"{addr}/p2p/{peer}", keep=False)
-                    return
                 except (Unavailable, Closed) as exc:
                     error = exc
                     self.stats.dial_failures += 1
+                    continue
+                if self.dht is not None:
+                    await self.dht.kad.add_peer(peer_id)
+                return
             self._node.report_error(error, peer=peer)
         finally:
             self._dialing.discard(peer)

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,11 +34,14 @@ import trio
 from google.protobuf.message import Message
 from libp2p.abc import INotifee
 from libp2p.custom_types import TProtocol
+from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
 
 from protocols import compression
 from protocols.ids import CONTROL_PROTOCOL_ID, DATA_PROTOCOL_ID
 from protocols.v1 import advert_pb2, common_pb2, data_pb2
 
+from .addressbook import AddressBook
+from .admin import AdminServer
 from .adverts import RemoteAdvert, advert_for
 from .config import NodeConfig
 from .discovery import Discovery
@@ -64,6 +68,8 @@ __all__ = ["KnownRoute", "LinkStats", "Node", "NodeEvent", "PeerInfo"]
 T = TypeVar("T", bound=Message)
 
 _MAX_KEPT_ERRORS = 100
+#: Seconds between saves of a changed address book.
+_ADDRESS_BOOK_SAVE = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +162,10 @@ class Node:
         self._key_pair: KeyPair | None = None
         #: Finds and dials peers with matching routes (when discovery is configured).
         self.discovery: Discovery | None = None
+        #: Connected libp2p peers that do not speak DNDM (no session is started with them).
+        self.foreign_peers: set[str] = set()
+        #: Where the peers met are remembered across restarts (``config.address_book``).
+        self.address_book: AddressBook | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -173,6 +183,11 @@ class Node:
             else generate_identity()
         )
         self._key_pair = key_pair
+        config = self.config
+        if config.address_book is not None:
+            self.address_book = AddressBook.load(config.address_book)
+            if self.address_book.problem:
+                self._emit(NodeEvent("warning", None, self.address_book.problem))
         stack = AsyncExitStack()
         try:
             host_config = HostConfig(
@@ -198,15 +213,27 @@ class Node:
         for addr in self.config.peers:
             self._wanted.setdefault(_peer_of(addr), []).append(addr)
             self._schedule_reconnect(_peer_of(addr), first_delay=0.0)
-        config = self.config
-        if config.dht or config.gossip or config.bootstrap:
-            self.discovery = Discovery(self)
-            try:
-                await self._nursery.start(self.discovery.run)
-            except BaseException as exc:
-                await self.__aexit__(type(exc), exc, exc.__traceback__)
-                raise
+        try:
+            await self._start_components()
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
+
+    async def _start_components(self) -> None:
+        """Start the admin socket, the address book's autosave and discovery, as configured."""
+        config, nursery = self.config, self._nursery
+        assert nursery is not None
+        if config.admin_socket is not None:
+            admin = AdminServer(self, config.admin_socket, on_error=self._report_admin_error)
+            await nursery.start(admin.run)
+        if self.address_book is not None:
+            await nursery.start(
+                partial(self.address_book.autosave, _ADDRESS_BOOK_SAVE, on_error=self.report_error)
+            )
+        if config.dht or config.gossip or config.bootstrap or config.mdns:
+            self.discovery = Discovery(self)
+            await nursery.start(self.discovery.run)
 
     async def __aexit__(
         self,
@@ -305,6 +332,8 @@ class Node:
         """
         peer_id = await connect(self.host, addr, timeout=self.config.handshake_timeout)
         peer = str(peer_id)
+        if self.address_book is not None:
+            self.address_book.record(peer, [addr])
         if keep and addr not in self._wanted.setdefault(peer, []):
             self._wanted[peer].append(addr)
         session = await self._session(peer_id)
@@ -443,6 +472,11 @@ class Node:
         self.error_count += 1
         self._emit(NodeEvent("error", peer, str(error), error))
 
+    def _report_admin_error(self, error: BaseException) -> None:
+        if not isinstance(error, DndmError):
+            error = ProtocolError(f"admin socket: {error!r}")
+        self.report_error(error)
+
     # -- sessions ---------------------------------------------------------------------------------
 
     async def _session(self, peer_id: ID) -> PeerSession:
@@ -473,6 +507,17 @@ class Node:
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
         detail = str(session.error) if session.error is not None else ""
+        error = session.error
+        if (
+            error is not None
+            and not session.hello_received.is_set()
+            and _is_unsupported_protocol(error)
+        ):
+            # A libp2p peer that does not speak DNDM (a go or js DHT node, say): keep the
+            # connection for the protocols we share, and do not ask again while it lasts.
+            self.foreign_peers.add(session.peer)
+            self._emit(NodeEvent("peer_disconnected", session.peer, "not a DNDM node"))
+            return
         self._emit(NodeEvent("peer_disconnected", session.peer, detail, session.error))
         if self._closing:
             return
@@ -722,6 +767,21 @@ def _shown_route(handle: Intent[Any] | Interest[Any]) -> str:
     return str(handle.route)
 
 
+def _is_unsupported_protocol(error: BaseException) -> bool:
+    """True when ``error`` was caused by a peer answering "na" to our protocol (py-libp2p raises
+    a bare MultiselectClientError for it, so its message is what tells)."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ProtocolNotSupportedError) or (
+            isinstance(seen, MultiselectClientError) and "not supported" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _compression_name(value: int) -> str:
     return common_pb2.Compression.Name(value).removeprefix("COMPRESSION_").lower()  # type: ignore[arg-type]
 
@@ -751,6 +811,8 @@ class _ConnectionWatcher(INotifee):
         node = self._node
         if node._closing or node._nursery is None:
             return
+        if str(conn.muxed_conn.peer_id) in node.foreign_peers:
+            return
         node._nursery.start_soon(_start_session_quietly, node, conn.muxed_conn.peer_id)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
@@ -758,6 +820,7 @@ class _ConnectionWatcher(INotifee):
         peer_id = conn.muxed_conn.peer_id
         if network.get_connections(peer_id):
             return
+        self._node.foreign_peers.discard(str(peer_id))
         session = self._node._sessions.get(str(peer_id))
         if session is not None:
             session.close(ConnectionLost(f"connection to {peer_id} closed"))

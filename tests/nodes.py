@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -37,3 +37,16 @@ async def receive(interest: Interest[Any], count: int, seconds: float = 10) -> l
         while len(got) < count:
             got.extend(await interest.receive_batch(count - len(got)))
     return got
+
+
+async def eventually(
+    condition: Callable[[], bool], seconds: float = 20, interval: float = 0.05
+) -> None:
+    """Wait until ``condition()`` holds, checking every ``interval`` (for state kept by code that
+    offers no event to wait on, such as py-libp2p's DHT stores); fail after ``seconds``."""
+    with trio.fail_after(seconds):
+        for _ in range(int(seconds / interval) + 1):
+            if condition():
+                return
+            await trio.sleep(interval)
+    raise AssertionError(f"condition still false after {seconds} s")

@@ -25,7 +25,7 @@ from dndm_p2p.node import Node
 from dndm_p2p.route import HashedRoute, PlainRoute
 from protocols.v1 import ping_pb2
 
-from .nodes import FAST, receive
+from .nodes import FAST, eventually, receive
 
 ROUTE = "robot.arm.temp"
 
@@ -146,15 +146,15 @@ async def test_a_plain_libp2p_dht_peer_finds_our_provider_records() -> None:
             route = PlainRoute.of(ping_pb2.Ping, ROUTE)
             async with pub.publish(route, ping_pb2.Ping):
                 key = route_key(route.id, RouteSide.INTENT)
-                providers: list[Any] = []
-                with trio.fail_after(20):
-                    while not providers:
-                        providers = await kad.find_providers(key)
-                        if not providers:
-                            await trio.sleep(0.1)
-                assert str(providers[0].peer_id) == pub.peer_id
-                # The record the plain peer stored names the CID's multihash, as go expects.
-                assert key_bytes(key) in kad.provider_store.providers
+                # Our node sends the plain peer an ADD_PROVIDER for the CID's multihash, as go
+                # and js expect, and the plain peer stores it.
+                await eventually(lambda: key_bytes(key) in kad.provider_store.providers)
+                providers = await kad.find_providers(key)
+                assert [str(p.peer_id) for p in providers] == [pub.peer_id]
+            # Our node kept the connection to the non-DNDM peer and did not start a session.
+            assert str(host.get_id()) in pub.foreign_peers
+            assert pub.session(str(host.get_id())) is None
+            assert host.get_network().get_connections(ID.from_base58(pub.peer_id))
 
 
 async def test_a_closed_handle_is_no_longer_provided() -> None:
