@@ -279,15 +279,19 @@ class Latency:
     @property
     def p99(self) -> float:
         """The 99th percentile (nearest rank)."""
+        return self.percentile(0.99)
+
+    def percentile(self, q: float) -> float:
+        """The ``q`` quantile (0 < q <= 1), nearest rank."""
         ordered = sorted(self.samples_us)
-        return ordered[max(math.ceil(0.99 * len(ordered)) - 1, 0)]
+        return ordered[max(math.ceil(q * len(ordered)) - 1, 0)]
 
     def describe(self) -> str:
         """Spread of the samples, for a JSON note."""
         ordered = sorted(self.samples_us)
         return (
-            f"{len(ordered)} round trips: min {ordered[0]:.0f}, median {self.median:.0f}, "
-            f"p99 {self.p99:.0f}, max {ordered[-1]:.0f} us"
+            f"{len(ordered)} round trips: min {ordered[0]:.0f}, p10 {self.percentile(0.1):.0f}, "
+            f"median {self.median:.0f}, p99 {self.p99:.0f}, max {ordered[-1]:.0f} us"
         )
 
 
@@ -1277,8 +1281,9 @@ def run_rtt_rounds(counts: Counts, rounds: int, *, pin: bool = True) -> bool:
             )
         raw, dndm = per_round["raw"][-1], per_round["dndm"][-1]
         summary(
-            f"round {n + 1}/{rounds}: dndm {dndm.median:.0f} us (p99 {dndm.p99:.0f}), raw "
-            f"{raw.median:.0f} us (p99 {raw.p99:.0f}): {dndm.median - raw.median:+.0f} us"
+            f"round {n + 1}/{rounds}: dndm {dndm.median:.0f} us (p10 {dndm.percentile(0.1):.0f}, "
+            f"p99 {dndm.p99:.0f}), raw {raw.median:.0f} us (p10 {raw.percentile(0.1):.0f}, "
+            f"p99 {raw.p99:.0f}): {dndm.median - raw.median:+.0f} us"
         )
     stats = {
         suite: (

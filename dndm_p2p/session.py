@@ -62,6 +62,7 @@ from .qos import Overflow, QoS
 from .results import code_for, data_result, error_for
 from .route import Route
 from .router import Router
+from .streamio import reader_stream
 
 if TYPE_CHECKING:
     from libp2p.abc import INetStream
@@ -481,7 +482,7 @@ class PeerSession:
                 self._forget_inbound(link, failed=True)
                 return
             self.stats.links_opened += 1
-            reader = FrameReader(stream, MAX_FRAME_SIZE)
+            reader = FrameReader(reader_stream(stream), MAX_FRAME_SIZE)
             writer = FrameWriter(stream, MAX_FRAME_SIZE)
             try:
                 await link.serve(reader, writer)
@@ -539,7 +540,7 @@ class PeerSession:
 
     async def serve_data(self, stream: INetStream) -> None:
         """Serve a data stream the peer opened: validate its LinkOpen, then feed the link."""
-        reader = FrameReader(stream, MAX_FRAME_SIZE)
+        reader = FrameReader(reader_stream(stream), MAX_FRAME_SIZE)
         writer = FrameWriter(stream, MAX_FRAME_SIZE)
         link: OutboundLink | None = None
         link_id = nonce = 0
