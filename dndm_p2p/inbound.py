@@ -101,45 +101,52 @@ class InboundLink:
         self._unreturned = 0
         await writer.write_frames([self.opening()])
         self._state = self.router.attach_source(self.route, self.msg_type, self)
+        reliable = self.qos.reliable
+        threshold = max(1, self.qos.depth // 2)
+        read_frames = reader.read_frames
+        deliver = self._deliver
+        frame_type = control_pb2.DataFrame
         try:
             while True:
-                bodies = await reader.read_frames()
+                bodies = await read_frames()
                 if not bodies:
                     raise ConnectionLost(f"publisher {self.peer} ended the link on {self.route}")
                 credit = 0
                 for body in bodies:
-                    frame = parse_message(body, control_pb2.DataFrame)
+                    frame = parse_message(body, frame_type)
+                    if frame.HasField("batch"):
+                        credit += await deliver(frame.batch)
+                        continue
                     kind = frame.WhichOneof("body")
-                    if kind == "batch":
-                        credit += await self._deliver(frame.batch)
-                    elif kind == "result":
+                    if kind == "result":
                         if frame.result.code in (result_pb2.Result.OK, result_pb2.Result.CLOSED):
                             return
                         raise error_for(frame.result, f"publisher {self.peer} on {self.route}")
-                    else:
-                        raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
+                    raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
                 # Credit goes back in bulk, once half the window is used (an ack per batch
                 # would double the frames, encryptions and syscalls of a request/reply), and
                 # at once on a reliable link that has caught up, so its publisher can let go
                 # of what it keeps for retransmission.
-                self._unreturned += credit
-                threshold = max(1, self.qos.depth // 2)
-                caught_up = self.qos.reliable and reader.buffered == 0
-                if self._unreturned >= threshold or (caught_up and self._unreturned):
-                    credit, self._unreturned = self._unreturned, 0
-                    self._window += credit
-                    ack = control_pb2.DataFrame(
-                        ack=data_pb2.Ack(
-                            link_id=self.link_id,
-                            cumulative_sequence=self.last_delivered,
-                            credit=credit,
-                        )
-                    )
-                    # An ack cut in half would poison the stream: let it finish (briefly).
-                    with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        await writer.write_frames([ack.SerializeToString()])
+                unreturned = self._unreturned + credit
+                if unreturned >= threshold or (reliable and unreturned and reader.buffered == 0):
+                    self._unreturned = 0
+                    await self._return_credit(writer, unreturned)
+                else:
+                    self._unreturned = unreturned
         finally:
             self.detach()
+
+    async def _return_credit(self, writer: FrameWriter, credit: int) -> None:
+        """Grant ``credit`` more messages, acknowledging what was delivered."""
+        self._window += credit
+        ack = control_pb2.DataFrame(
+            ack=data_pb2.Ack(
+                link_id=self.link_id, cumulative_sequence=self.last_delivered, credit=credit
+            )
+        )
+        # An ack cut in half would poison the stream: let it finish (briefly).
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await writer.write_frames([ack.SerializeToString()])
 
     def detach(self) -> None:
         """Unlink from the local subscribers (idempotent)."""
@@ -149,9 +156,12 @@ class InboundLink:
 
     async def _deliver(self, batch: data_pb2.DataBatch) -> int:
         """Decode and deliver one batch; return how many messages it carried (the credit)."""
-        if batch.link_id and batch.link_id != self.link_id:
-            raise ProtocolError(f"batch for link {batch.link_id} on link {self.link_id}")
-        payloads = _payloads(batch, self._max_frame_size)
+        link_id = batch.link_id
+        if link_id and link_id != self.link_id:
+            raise ProtocolError(f"batch for link {link_id} on link {self.link_id}")
+        if batch.compression:
+            compression.decompress_batch(batch, self._max_frame_size)
+        payloads = batch.messages
         count = len(payloads)
         if count > self._window:
             raise ProtocolError(
@@ -159,27 +169,41 @@ class InboundLink:
             )
         self._window -= count
         first = batch.first_sequence
-        self.dropped_by_publisher += batch.dropped_since_last
-        if first <= self.last_delivered:
-            payloads = payloads[self.last_delivered - first + 1 :]
-            first = self.last_delivered + 1
-        elif self.qos.reliable and first - self.last_delivered - 1 > batch.dropped_since_last:
+        dropped = batch.dropped_since_last
+        if dropped:
+            self.dropped_by_publisher += dropped
+        last_delivered = self.last_delivered
+        skip = 0
+        if first <= last_delivered:
+            skip = last_delivered - first + 1
+            if skip >= count:
+                return count
+            first = last_delivered + 1
+        elif self.qos.reliable and first - last_delivered - 1 > dropped:
             # A reliable link skips only messages the publisher reports as expired.
             raise ProtocolError(
-                f"reliable link on {self.route} skipped from {self.last_delivered} to {first}"
+                f"reliable link on {self.route} skipped from {last_delivered} to {first}"
             )
-        if not payloads:
+        if not count:
             return count
         parse = self.msg_type.FromString
         try:
-            msgs: list[Any] = [parse(payload) for payload in payloads]
+            msgs: list[Any] = [parse(payload) for payload in payloads[skip:]]
         except DecodeError:
             raise MalformedFrame(
                 f"a message on {self.route} is not a valid {self.msg_type.DESCRIPTOR.full_name}"
             ) from None
-        await self._offer(msgs)
+        state = self._state
+        if state is not None and not state.local_blocking_sinks:
+            # Nobody to wait for: hand the batch to every subscriber at once.
+            for sink in state.local_sinks:
+                sink.offer_many(msgs)
+            if not state.local_sinks:
+                self.unrouted += len(msgs)
+        else:
+            await self._offer(msgs)
         self.received += len(msgs)
-        self.last_delivered = first + len(payloads) - 1
+        self.last_delivered = first + len(msgs) - 1
         return count
 
     async def _offer(self, msgs: list[Any]) -> None:
@@ -202,9 +226,3 @@ class InboundLink:
             for sink in state.local_sinks:
                 sink.offer_many(part)
             done += chunk
-
-
-def _payloads(batch: data_pb2.DataBatch, max_size: int) -> list[bytes]:
-    if batch.compression:
-        compression.decompress_batch(batch, max_size)
-    return list(batch.messages)

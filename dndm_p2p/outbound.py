@@ -194,39 +194,49 @@ class OutboundLink:
 
     async def _write_batches(self, writer: FrameWriter) -> None:
         queue = self.queue
+        items = queue.items
+        reliable = self.reliable
+        write_frames = writer.write_frames
         # Room for a frame's envelope (link id, sequence numbers, header) besides the payloads.
         budget = self._max_frame_size - 1024
         while True:
-            await queue.wait_nonempty()
-            await self._wait_credit()
+            if not items:
+                await queue.wait_nonempty()
+            if self.credit <= 0:
+                await self._wait_credit()
             bodies: list[bytes] = []
             written = 0
-            while queue.items and self.credit > 0 and written < MAX_BATCH_BYTES:
-                limit = min(len(queue.items), self.credit, MAX_BATCH_MESSAGES)
-                # Serialize from the front of the queue and stop before a frame would grow
-                # past its limit: a batch is bounded in bytes as well as in messages.
-                payloads: list[bytes] = []
-                size = 0
-                for msg in itertools.islice(queue.items, limit):
-                    payload = msg.SerializeToString()
-                    if payloads and size + len(payload) > budget:
-                        break
-                    payloads.append(payload)
-                    size += len(payload)
+            while items and self.credit > 0 and written < MAX_BATCH_BYTES:
+                if len(items) == 1:
+                    # The common case of a request/reply: one message, one frame, no loop.
+                    payloads = [items[0].SerializeToString()]
+                    size = len(payloads[0])
+                else:
+                    limit = min(len(items), self.credit, MAX_BATCH_MESSAGES)
+                    # Serialize from the front of the queue and stop before a frame would grow
+                    # past its limit: a batch is bounded in bytes as well as in messages.
+                    payloads = []
+                    size = 0
+                    for msg in itertools.islice(items, limit):
+                        payload = msg.SerializeToString()
+                        if payloads and size + len(payload) > budget:
+                            break
+                        payloads.append(payload)
+                        size += len(payload)
                 count = len(payloads)
                 queue.take(count)
                 first = self.next_sequence
                 self.next_sequence += count
                 self.credit -= count
                 self.sent += count
-                if self.reliable:
+                if reliable:
                     stamp = time.monotonic()
                     self.unacked.extend(
                         (first + i, payload, stamp) for i, payload in enumerate(payloads)
                     )
                 bodies.append(self._batch_frame(first, payloads))
                 written += size
-            await writer.write_frames(bodies)
+            await write_frames(bodies)
 
     def _batch_frame(self, first: int, payloads: list[bytes]) -> bytes:
         dropped = self.queue.dropped - self._reported_drops + self._unreported_expired

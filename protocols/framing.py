@@ -439,6 +439,13 @@ class FrameWriter:
         if not bodies:
             return
         limit = self.max_size
+        if len(bodies) == 1:
+            body = bodies[0]
+            n = len(body)
+            if n > limit:
+                raise FrameTooLarge(f"frame body of {n} bytes is above the limit of {limit}")
+            await self._write((_ONE_BYTE_PREFIX[n] if n < 0x80 else _prefix(n)) + body)
+            return
         parts: list[bytes] = []
         append = parts.append
         for body in bodies:
