@@ -42,7 +42,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -381,7 +381,7 @@ class GossipAdverts:
         """Start the services and tasks; the one place py-libp2p's objects are made and undone."""
         network = self.host.get_network()
         notifees_before = list(getattr(network, "notifees", []))
-        router = GossipSub(**gossipsub_options(self.config.heartbeat))
+        router = _DndmGossipSub(**gossipsub_options(self.config.heartbeat))
         pubsub = _DndmPubsub(
             self.host,
             router,
@@ -583,6 +583,35 @@ class GossipAdverts:
 
     def _count_bad_stream(self) -> None:
         self.stats.bad_streams += 1
+
+
+class _DndmGossipSub(GossipSub):
+    """py-libp2p's GossipSub, publishing our own messages to every subscribed peer.
+
+    py-libp2p gap: a message we publish goes only to our mesh peers for the topic.  Until the
+    mesh is formed (a GRAFT after a subscription, or the next heartbeat) it goes nowhere, and
+    it is not retried: an advert announced right after joining or connecting is silently lost.
+    go-libp2p's default "flood publishing" sends one's own messages to every peer subscribed
+    to the topic; so does this.  Relayed messages still follow the mesh.
+    """
+
+    def _get_peers_to_send(
+        self,
+        topic_ids: Iterable[str],
+        msg_forwarder: ID,
+        origin: ID,
+        msg_id: bytes | None = None,
+    ) -> Iterable[ID]:
+        topics = list(topic_ids)
+        peers = set(super()._get_peers_to_send(topics, msg_forwarder, origin, msg_id))
+        pubsub = self.pubsub
+        if pubsub is not None and origin == msg_forwarder == pubsub.my_id:
+            for topic in topics:
+                peers.update(
+                    peer for peer in pubsub.peer_topics.get(topic, ()) if peer in self.peer_protocol
+                )
+            peers.discard(origin)
+        return peers
 
 
 class _DndmPubsub(Pubsub):
