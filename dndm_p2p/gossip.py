@@ -25,7 +25,8 @@ addresses, a batch of adverts and a sequence number.
   signer.  Rejections are counted in :attr:`GossipAdverts.stats`.
 * **Relaying.** GossipSub nodes relay only the topics they are subscribed to.  A bootstrap
   server (``relay_all=True``) therefore joins every ``/dndm/adverts/`` topic a connected peer
-  subscribes to (checked every heartbeat), so that peers that know only it still hear each other.
+  subscribes to (as soon as the subscription arrives), so that peers that know only it still
+  hear each other.
 
 py-libp2p settings (see the GossipSub section of the py-libp2p notes): protocols
 ``/meshsub/1.2.0``, ``1.1.0``, ``1.0.0``; heartbeat from the config (py-libp2p's default is
@@ -387,6 +388,7 @@ class GossipAdverts:
             router,
             on_bad_signature=self._count_bad_signature,
             on_bad_stream=self._count_bad_stream,
+            on_subscription=self._peer_subscription,
         )
         added_notifees = [
             notifee
@@ -578,6 +580,12 @@ class GossipAdverts:
         name = f"rejected_{reason.value}"
         setattr(self.stats, name, getattr(self.stats, name) + 1)
 
+    def _peer_subscription(self, topic: str) -> None:
+        """A peer (un)subscribed to ``topic``: look at the topics now, not at the next beat."""
+        namespace = namespace_of(topic)
+        if namespace is not None and (self.config.relay_all or namespace in self._live):
+            self._topics_changed.set()
+
     def _count_bad_signature(self) -> None:
         self.stats.rejected_signature += 1
 
@@ -645,8 +653,10 @@ class _DndmPubsub(Pubsub):
         *,
         on_bad_signature: Callable[[], None],
         on_bad_stream: Callable[[], None],
+        on_subscription: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(host, router, strict_signing=True)
+        self._on_subscription = on_subscription
         self.counter = time.time_ns()
         self._on_bad_signature = on_bad_signature
         self._on_bad_stream = on_bad_stream
@@ -662,6 +672,12 @@ class _DndmPubsub(Pubsub):
             logger.debug("message from %s with a bad signature dropped", msg_forwarder)
             return
         await super().push_msg(msg_forwarder, msg)
+
+    def handle_subscription(self, origin_id: ID, sub_message: rpc_pb2.RPC.SubOpts) -> None:
+        """Record a peer's (un)subscription, as py-libp2p does, and report its topic."""
+        super().handle_subscription(origin_id, sub_message)
+        if self._on_subscription is not None:
+            self._on_subscription(sub_message.topicid)
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
         """Write one RPC to ``stream``, never interleaved with another write to it."""

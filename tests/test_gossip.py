@@ -238,11 +238,16 @@ async def test_intent_reaches_a_peer_connected_before_start() -> None:
 
 
 async def test_line_through_a_relay_carries_register_and_unregister() -> None:
-    """A - B - C; B relays every advert topic; A and C never connect to each other."""
+    """A - B - C; B relays every advert topic; A and C never connect to each other.
+
+    The heartbeat is a minute long, so nothing here may wait for it: B joins the topic when
+    the subscriptions arrive, and A re-announces when B subscribes.
+    """
+    slow = GossipConfig(heartbeat=60, min_interval=0.05)
     async with (
-        gossip_peer(join=("robot",)) as a,
-        gossip_peer(GossipConfig(heartbeat=0.5, relay_all=True)) as b,
-        gossip_peer(join=("robot",)) as c,
+        gossip_peer(slow, join=("robot",)) as a,
+        gossip_peer(GossipConfig(heartbeat=60, relay_all=True)) as b,
+        gossip_peer(slow, join=("robot",)) as c,
     ):
         await connect(a.host, b.addr)
         await connect(c.host, b.addr)
