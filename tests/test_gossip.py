@@ -514,3 +514,20 @@ async def test_concurrent_rpc_writes_to_one_stream_stay_whole() -> None:
     )
     assert await whole_rpcs(stock) != [True, True]
     assert await whole_rpcs(ours) == [True, True]
+
+
+async def test_an_error_in_the_callback_ends_run_as_itself() -> None:
+    class Boom(Exception):
+        pass
+
+    def explode(announcement: Announcement) -> None:
+        raise Boom(announcement.peer)
+
+    async with gossip_peer() as a, running_host(generate_identity()) as host:
+        gossip = GossipAdverts(host, FAST, explode)
+        gossip.join("robot")
+        await connect(host, a.addr)
+        a.gossip.announce("robot", intent(1))
+        with trio.fail_after(20), pytest.raises(Boom, match=a.id):
+            await gossip.run()
+        assert not set(GOSSIP_PROTOCOLS) & set(host.get_mux().get_protocols())
