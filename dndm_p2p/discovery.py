@@ -36,6 +36,8 @@ from dht.service import DhtConfig, RouteDHT
 
 from .adverts import RemoteAdvert
 from .errors import Closed, ConfigError, DndmError, ProtocolError, Unavailable
+from .gossip import Announcement, GossipAdverts, GossipConfig
+from .gossip_table import AdvertTable
 from .intent import Intent
 from .interest import Interest
 from .namespaces import namespace_of
@@ -44,7 +46,6 @@ from .route import PlainRoute, Route
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-    from .gossip import Announcement, GossipAdverts
     from .node import Node
 
 __all__ = ["LOOKUP_MAX_INTERVAL", "Discovered", "Discovery", "DiscoveryStats"]
@@ -103,6 +104,8 @@ class Discovery:
         self._watches: dict[int, _Watch] = {}
         self._dialing: set[str] = set()
         self._discovered: dict[tuple[str, str, str, str], Discovered] = {}
+        #: Adverts heard through gossip, with their expiry.
+        self.advert_table = AdvertTable()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -115,8 +118,6 @@ class Discovery:
                 self.dht = RouteDHT(node.host, node.private_key, dht_config, name=node.name)
                 await nursery.start(self.dht.run)
             if config.gossip:
-                from .gossip import GossipAdverts, GossipConfig
-
                 gossip_config = GossipConfig(relay_all=config.bootstrap_server)
                 self.gossip = GossipAdverts(node.host, gossip_config, self._on_announcement)
                 await nursery.start(self.gossip.run)
@@ -211,6 +212,11 @@ class Discovery:
                 self.gossip.announce(namespace, self._node.advert(handle, register=True))
                 self.stats.gossip_announcements += 1
         self._watches[handle.handle_id] = _Watch(scope, provided, namespace)
+        # Adverts heard before this handle existed may match it.
+        self.advert_table.expire()
+        for entry in self.advert_table.entries():
+            if entry.advert.register and self._wanted(entry.advert):
+                self._dial(ID.from_base58(entry.peer), entry.addrs)
 
     def withdrawn(self, handle: Intent[Any] | Interest[Any]) -> None:
         """A local handle closed: stop its lookups, records and adverts."""
@@ -241,25 +247,19 @@ class Discovery:
     # -- gossip -----------------------------------------------------------------------------------
 
     def _on_announcement(self, announcement: Announcement) -> None:
-        """A verified advert batch arrived on a namespace topic: dial the peer if it matches."""
-        node = self._node
-        if announcement.peer == node.peer_id:
+        """A verified advert batch arrived on a namespace topic: dial the peer if it matches.
+
+        Every matching register dials (a no-op when a session runs), not only new ones: a
+        refresh retries a dial that failed before.
+        """
+        if announcement.peer == self._node.peer_id:
             return
-        now = trio.current_time()
+        self.advert_table.apply(announcement)
         peer_id = ID.from_base58(announcement.peer)
         for advert in announcement.adverts:
-            shown = str(advert.route if advert.route is not None else advert.pattern)
-            kind = "intent" if advert.is_intent else "interest"
-            entry_key = (announcement.peer, shown, kind, "gossip")
-            if not advert.register:
-                self._discovered.pop(entry_key, None)
-                continue
-            expires = now + advert.ttl_ms / 1000 if advert.ttl_ms else math.inf
-            self._discovered[entry_key] = Discovered(
-                announcement.peer, shown, kind, "gossip", advert.type_name, expires
-            )
-            if self._wanted(advert):
+            if advert.register and self._wanted(advert):
                 self._dial(peer_id, announcement.addrs)
+                return
 
     def _wanted(self, advert: RemoteAdvert) -> bool:
         """True when a local handle of the other kind matches ``advert``."""
@@ -321,11 +321,16 @@ class Discovery:
 
     def discovered(self) -> list[Discovered]:
         """Current (unexpired) intents and interests learnt through the DHT and gossip."""
-        now = trio.current_time()
-        for key, entry in list(self._discovered.items()):
-            if entry.expires <= now:
-                del self._discovered[key]
-        return list(self._discovered.values())
+        self.advert_table.expire()
+        found = list(self._discovered.values())
+        for entry in self.advert_table.entries():
+            advert = entry.advert
+            shown = str(advert.route if advert.route is not None else advert.pattern)
+            kind = "intent" if advert.is_intent else "interest"
+            found.append(
+                Discovered(entry.peer, shown, kind, "gossip", advert.type_name, entry.expires_at)
+            )
+        return found
 
 
 def _pattern_of(handle: Intent[Any] | Interest[Any]) -> Any:

@@ -60,6 +60,8 @@ async def test_a_pattern_subscriber_receives_every_matching_route() -> None:
             ]
             with trio.fail_after(40):
                 await interest.wait_links(lambda links: len(links) >= len(routes))
+                for intent in intents:  # the publishers' ends of the links are up too
+                    await intent.wait_interest()
             for nonce, intent in enumerate(intents):
                 await intent.send(ping_pb2.Ping(nonce=nonce))
             got = await receive(interest, len(routes))
@@ -91,7 +93,6 @@ def _stored_blobs(node: Node) -> list[bytes]:
         for key, (record, _) in kad.value_store.store.items():
             blobs.append(bytes(key))
             blobs.append(record.SerializeToString())
-    if discovery.gossip is not None:
-        blobs.extend(discovery.gossip.seen_payloads())
+    blobs.extend(repr(entry).encode() for entry in discovery.advert_table.entries())
     blobs.extend(repr(entry).encode() for entry in discovery.discovered())
     return blobs
