@@ -62,7 +62,7 @@ from .qos import Overflow, QoS
 from .results import code_for, data_result, error_for
 from .route import Route
 from .router import Router
-from .streamio import reader_stream
+from .streamio import data_stream
 
 if TYPE_CHECKING:
     from libp2p.abc import INetStream
@@ -482,8 +482,9 @@ class PeerSession:
                 self._forget_inbound(link, failed=True)
                 return
             self.stats.links_opened += 1
-            reader = FrameReader(reader_stream(stream), MAX_FRAME_SIZE)
-            writer = FrameWriter(stream, MAX_FRAME_SIZE)
+            io = data_stream(stream)
+            reader = FrameReader(io, MAX_FRAME_SIZE)
+            writer = FrameWriter(io, MAX_FRAME_SIZE)
             try:
                 await link.serve(reader, writer)
             except UnknownRoute as exc:
@@ -540,8 +541,9 @@ class PeerSession:
 
     async def serve_data(self, stream: INetStream) -> None:
         """Serve a data stream the peer opened: validate its LinkOpen, then feed the link."""
-        reader = FrameReader(reader_stream(stream), MAX_FRAME_SIZE)
-        writer = FrameWriter(stream, MAX_FRAME_SIZE)
+        io = data_stream(stream)
+        reader = FrameReader(io, MAX_FRAME_SIZE)
+        writer = FrameWriter(io, MAX_FRAME_SIZE)
         link: OutboundLink | None = None
         link_id = nonce = 0
         try:

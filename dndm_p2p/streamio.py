@@ -1,4 +1,4 @@
-"""The byte stream a data link reads: a py-libp2p stream read straight from its muxer.
+"""The byte stream of a data link: a py-libp2p stream read and written straight at its muxer.
 
 A data link's reader spends most of its life parked in ``stream.read()``, and it goes back
 there right after every frame it delivers, while the subscriber it just woke (and, in a
@@ -8,12 +8,15 @@ one core those tasks share the CPU, so whatever the reader does to park again de
 py-libp2p 0.8.1's ``NetStream.read(n)`` takes a lock (one trip through the scheduler even when
 nobody holds it) before it calls the muxer, and yamux's ``read(n)`` for ``n >= 0`` takes another
 one; ``read(-1)`` on the yamux stream returns whatever is buffered and parks on the stream's
-event without either.  :class:`MuxedReader` reads that way (the window update yamux sends per
-read is unchanged), and maps the muxer's errors to the ones ``NetStream`` would raise, so
-:class:`~protocols.framing.FrameReader` sees the same stream.  Streams of any other muxer
-(or anything that is not a ``NetStream``) are read through their own ``read``.
+event without either.  Writing is the same story: ``NetStream.write`` takes the same lock
+before it calls the muxer, one more scheduler round before a reply leaves.
 
-Writes are not affected: :class:`~protocols.framing.FrameWriter` writes to the stream itself.
+:class:`MuxedIO` reads and writes the yamux stream directly (the window updates yamux sends
+per read are unchanged, and so is everything the muxer checks), and maps the muxer's errors to
+the ones ``NetStream`` would raise, so :class:`~protocols.framing.FrameReader` and
+:class:`~protocols.framing.FrameWriter` see the same stream.  Streams of any other muxer (or
+anything that is not a ``NetStream``) are used as they are.  Closing and resetting still go
+through the ``NetStream``, which keeps its bookkeeping.
 """
 
 from __future__ import annotations
@@ -21,23 +24,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from libp2p.abc import INetStream
-from libp2p.network.stream.exceptions import StreamEOF, StreamReset
-from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamError
+from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamReset
+from libp2p.stream_muxer.exceptions import MuxedStreamClosed, MuxedStreamEOF, MuxedStreamError
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 from protocols.framing import ByteStream
 
-__all__ = ["MuxedReader", "reader_stream"]
+__all__ = ["MuxedIO", "data_stream"]
 
 
-class MuxedReader:
-    """Reads a stream's yamux stream directly, whatever is buffered at a time (see above)."""
+class MuxedIO:
+    """Reads and writes a stream's yamux stream directly (see the module docstring)."""
 
-    __slots__ = ("_read", "stream")
+    __slots__ = ("_read", "_write", "stream")
 
     def __init__(self, stream: INetStream, muxed: YamuxStream) -> None:
         self.stream = stream
         self._read: Callable[[int], Awaitable[bytes]] = muxed.read
+        self._write: Callable[[bytes], Awaitable[None]] = muxed.write
 
     async def read(self, n: int | None = None) -> bytes:
         """Return the bytes buffered (at least one, waiting for them), or raise at the end.
@@ -52,13 +56,18 @@ class MuxedReader:
             raise StreamReset() from exc
 
     async def write(self, data: bytes) -> None:
-        """Write through the stream itself."""
-        await self.stream.write(data)
+        """Write all of ``data``."""
+        try:
+            await self._write(data)
+        except MuxedStreamClosed as exc:
+            raise StreamClosed() from exc
+        except MuxedStreamError as exc:
+            raise StreamReset() from exc
 
 
-def reader_stream(stream: INetStream) -> ByteStream:
-    """The stream a data link's :class:`~protocols.framing.FrameReader` should read."""
+def data_stream(stream: INetStream) -> ByteStream:
+    """What a data link's :class:`~protocols.framing.FrameReader` and ``FrameWriter`` use."""
     muxed = getattr(stream, "muxed_stream", None)
     if isinstance(muxed, YamuxStream):
-        return MuxedReader(stream, muxed)
+        return MuxedIO(stream, muxed)
     return stream

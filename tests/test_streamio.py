@@ -12,7 +12,7 @@ from libp2p.custom_types import TProtocol
 from dndm_p2p.errors import ConnectionLost
 from dndm_p2p.host import connect, listen_addrs, running_host
 from dndm_p2p.identity import generate_identity
-from dndm_p2p.streamio import MuxedReader, reader_stream
+from dndm_p2p.streamio import MuxedIO, data_stream
 from protocols.framing import FrameReader, FrameWriter
 
 PROTO = TProtocol("/dndm-test/streamio/1.0.0")
@@ -27,7 +27,7 @@ async def test_frames_arrive_whole_and_the_end_of_the_stream_is_reported(ending:
     seen: list[object] = []
 
     async def handler(stream: INetStream) -> None:
-        reader = FrameReader(reader_stream(stream), 1 << 20)
+        reader = FrameReader(data_stream(stream), 1 << 20)
         try:
             while (body := await reader.read_frame()) is not None:
                 seen.append(body)
@@ -44,7 +44,7 @@ async def test_frames_arrive_whole_and_the_end_of_the_stream_is_reported(ending:
             a.set_stream_handler(PROTO, handler)
             peer = await connect(b, listen_addrs(a)[0])
             stream = await b.new_stream(peer, [PROTO])
-            writer = FrameWriter(stream, 1 << 20)
+            writer = FrameWriter(data_stream(stream), 1 << 20)
             await writer.write_frames(small)
             await writer.write_frames([big])
             # Wait until everything arrived before ending, so a reset cannot overtake data.
@@ -64,7 +64,7 @@ async def test_yamux_streams_are_read_from_the_muxer_and_others_as_they_are() ->
     kinds: list[type] = []
 
     async def handler(stream: INetStream) -> None:
-        kinds.append(type(reader_stream(stream)))
+        kinds.append(type(data_stream(stream)))
         received.set()
 
     class Plain:
@@ -82,6 +82,34 @@ async def test_yamux_streams_are_read_from_the_muxer_and_others_as_they_are() ->
             await stream.write(b"\x00")
             await received.wait()
             await stream.close()
-    assert kinds == [MuxedReader]
+    assert kinds == [MuxedIO]
     plain = Plain()
-    assert reader_stream(plain) is plain  # type: ignore[arg-type]
+    assert data_stream(plain) is plain  # type: ignore[arg-type]
+
+
+async def test_writing_to_a_stream_the_peer_reset_is_a_lost_connection() -> None:
+    reset_done = trio.Event()
+
+    async def handler(stream: INetStream) -> None:
+        await stream.read(1)
+        await stream.reset()
+        reset_done.set()
+
+    with trio.fail_after(30):
+        async with running_host(generate_identity()) as a, running_host(generate_identity()) as b:
+            a.set_stream_handler(PROTO, handler)
+            peer = await connect(b, listen_addrs(a)[0])
+            stream = await b.new_stream(peer, [PROTO])
+            writer = FrameWriter(data_stream(stream), 1 << 20)
+            await writer.write_frames([b"hello"])
+            await reset_done.wait()
+            # The reset reaches this side soon after; until then writes still succeed.
+            with pytest.raises(ConnectionLost):
+                await _write_until_broken(writer)
+            assert writer.broken
+
+
+async def _write_until_broken(writer: FrameWriter) -> None:
+    for _ in range(500):
+        await writer.write_frames([b"more"])
+        await trio.sleep(0.01)
