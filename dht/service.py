@@ -9,11 +9,11 @@ What it adds to :class:`libp2p.kad_dht.KadDHT` (which it runs):
 * **Republishing** of every key still provided, every :attr:`DhtConfig.republish_interval`,
   through the same paced queue; a key withdrawn is never republished (and py-libp2p's own
   22-hour republisher, which is not paced, never sees our keys).
-* **Complete lookups.**  :meth:`RouteDHT.find` asks *every* one of the k closest peers for
-  providers and merges the answers (py-libp2p's ``find_providers`` stops at the first ``count``
-  answers, counts duplicates, and answers from the local store alone when it holds any record,
-  so a node that both provides and looks up a key finds only itself).  Results are cached for
-  :attr:`DhtConfig.lookup_ttl` seconds.
+* **Complete lookups.**  :meth:`RouteDHT.find` walks towards the key with GET_PROVIDERS until
+  the k closest peers have answered, collecting every distinct provider on the way (the
+  fixed ``find_providers`` of :mod:`dht.kad_fixes`; the stock one stops at ``count`` answers,
+  counts duplicates, and answers from the local store alone when it holds any record).
+  Results are cached for :attr:`DhtConfig.lookup_ttl` seconds.
 * **Node records** under ``/dndm/node/<peer id>`` (see :mod:`dht.records`), with
   ``strict_validation`` on and :class:`~dht.records.DndmValidator` registered.
 * The lookup fix of :mod:`dht.kad_fixes`, installed before the DHT starts.
@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
-from libp2p.kad_dht.common import ALPHA, QUERY_TIMEOUT
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
@@ -247,32 +246,19 @@ class RouteDHT:
         return found
 
     async def _lookup(self, raw: bytes) -> tuple[PeerInfo, ...]:
-        kad = self.kad
-        store = kad.provider_store
+        # One iterative GET_PROVIDERS walk (the fixed find_providers of dht.kad_fixes) that
+        # ends when the k closest peers to the key have answered, or enough providers are known.
         me = self._host.get_id()
-        providers: dict[ID, PeerInfo] = {}
-        _merge(providers, store.get_providers(raw), me)
-        closest = await kad.peer_routing.find_closest_peers_network(raw)
-        limiter = trio.CapacityLimiter(ALPHA)
-
-        async def ask(peer: ID) -> None:
-            async with limiter:
-                with trio.move_on_after(QUERY_TIMEOUT):
-                    # py-libp2p logs and swallows a failed query itself, returning ([], []).
-                    found, _ = await store._get_providers_from_peer_with_closers(peer, raw)
-                    _merge(providers, found, me)
-
-        async with trio.open_nursery() as nursery:
-            for peer in closest:
-                if peer != me:
-                    nursery.start_soon(ask, peer)
+        found = await self.kad.provider_store.find_providers(raw, self.config.max_providers + 1)
         peerstore = self._host.get_peerstore()
         result = []
-        for info in list(providers.values())[: self.config.max_providers]:
+        for info in found:
+            if info.peer_id == me:
+                continue
             if info.addrs:
                 peerstore.add_addrs(info.peer_id, info.addrs, 3600)
             result.append(info)
-        return tuple(result)
+        return tuple(result[: self.config.max_providers])
 
     # -- node records -----------------------------------------------------------------------------
 
@@ -293,15 +279,6 @@ class RouteDHT:
         except MalformedFrame:
             self.stats.bad_records += 1
             return None
-
-
-def _merge(into: dict[ID, PeerInfo], found: Iterable[PeerInfo], me: ID) -> None:
-    for info in found:
-        if info.peer_id == me:
-            continue
-        known = into.get(info.peer_id)
-        if known is None or (not known.addrs and info.addrs):
-            into[info.peer_id] = info
 
 
 class _CountingValidator(DndmValidator):

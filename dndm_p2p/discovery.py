@@ -48,11 +48,13 @@ if TYPE_CHECKING:
 
     from .node import Node
 
-__all__ = ["LOOKUP_MAX_INTERVAL", "Discovered", "Discovery", "DiscoveryStats"]
+__all__ = ["COVERED_DELAY", "LOOKUP_MAX_INTERVAL", "Discovered", "Discovery", "DiscoveryStats"]
 
 #: Longest delay between two DHT lookups for one handle, in seconds.
 LOOKUP_MAX_INTERVAL: Final = 30.0
 _FIRST_RETRY: Final = 0.5
+#: Seconds discovery waits for a handle that a connected peer already matches.
+COVERED_DELAY: Final = 1.0
 #: How many peers of the address book a node dials at start.
 _REMEMBERED_PEERS: Final = 8
 
@@ -86,8 +88,8 @@ class _Watch:
     """What discovery does for one local handle."""
 
     scope: trio.CancelScope
-    provided: str | None
-    namespace: str | None
+    provided: str | None = None
+    namespace: str | None = None
 
 
 class Discovery:
@@ -191,32 +193,64 @@ class Discovery:
     # -- local declarations -----------------------------------------------------------------------
 
     def declared(self, handle: Intent[Any] | Interest[Any]) -> None:
-        """A local handle appeared: provide it, look up its other side, announce it."""
+        """A local handle appeared: provide it, look up its other side, announce it.
+
+        When a connected peer already has a matching handle, the link forms over that session
+        at once, and discovery (which would compete with it for the CPU: tens of DHT RPCs and a
+        signed gossip message) starts :data:`COVERED_DELAY` seconds later.
+        """
         if self._nursery is None or handle.handle_id in self._watches:
             return
-        side = RouteSide.INTENT if isinstance(handle, Intent) else RouteSide.INTEREST
-        route = handle.route
-        provided = None
-        scope = trio.CancelScope()
-        if self.dht is not None and route is not None:
-            provided = route_key(route.id, side)
-            self.dht.provide(provided)
-            self.stats.dht_provides += 1
-            self._nursery.start_soon(self._lookup_loop, route, side.other, scope)
-        namespace = None
-        if self.gossip is not None:
-            target = route if route is not None else _pattern_of(handle)
-            namespace = namespace_of(target, self._config.namespace_depth)
-            if namespace is not None:
-                self.gossip.join(namespace)
-                self.gossip.announce(namespace, self._node.advert(handle, register=True))
-                self.stats.gossip_announcements += 1
-        self._watches[handle.handle_id] = _Watch(scope, provided, namespace)
+        watch = _Watch(trio.CancelScope())
+        self._watches[handle.handle_id] = watch
+        delay = COVERED_DELAY if self._covered(handle) else 0.0
+        self._nursery.start_soon(self._discover, handle, watch, delay)
         # Adverts heard before this handle existed may match it.
         self.advert_table.expire()
         for entry in self.advert_table.entries():
             if entry.advert.register and self._wanted(entry.advert):
                 self._dial(ID.from_base58(entry.peer), entry.addrs)
+
+    def _covered(self, handle: Intent[Any] | Interest[Any]) -> bool:
+        """True when a running session's peer has a handle of the other kind matching ours."""
+        for peer in self._node.peers():
+            session = self._node.session(peer.peer)
+            if session is None:
+                continue
+            if isinstance(handle, Intent):
+                if any(a.matches(handle.route) for a in session.remote_interests.values()):
+                    return True
+            elif handle.route is not None:
+                if any(a.route == handle.route for a in session.remote_intents.values()):
+                    return True
+            elif any(
+                a.route is not None and handle in self._node.router.matching_interests(a.route)
+                for a in session.remote_intents.values()
+            ):
+                return True
+        return False
+
+    async def _discover(
+        self, handle: Intent[Any] | Interest[Any], watch: _Watch, delay: float
+    ) -> None:
+        """Provide and announce ``handle``, then look its other side up for as long as it lives."""
+        with watch.scope:
+            await trio.sleep(delay)
+            side = RouteSide.INTENT if isinstance(handle, Intent) else RouteSide.INTEREST
+            route = handle.route
+            if self.gossip is not None:
+                target = route if route is not None else _pattern_of(handle)
+                namespace = namespace_of(target, self._config.namespace_depth)
+                if namespace is not None:
+                    self.gossip.join(namespace)
+                    self.gossip.announce(namespace, self._node.advert(handle, register=True))
+                    watch.namespace = namespace
+                    self.stats.gossip_announcements += 1
+            if self.dht is not None and route is not None:
+                watch.provided = route_key(route.id, side)
+                self.dht.provide(watch.provided)
+                self.stats.dht_provides += 1
+                await self._lookup_loop(route, side.other)
 
     def withdrawn(self, handle: Intent[Any] | Interest[Any]) -> None:
         """A local handle closed: stop its lookups, records and adverts."""
@@ -230,19 +264,18 @@ class Discovery:
             self.gossip.announce(watch.namespace, self._node.advert(handle, register=False))
             self.gossip.leave(watch.namespace)
 
-    async def _lookup_loop(self, route: Route, side: RouteSide, scope: trio.CancelScope) -> None:
+    async def _lookup_loop(self, route: Route, side: RouteSide) -> None:
         """Look ``route``'s ``side`` up now and again later, dialling every provider found."""
         key = route_key(route.id, side)
         kind = side.value
-        with scope:
-            for attempt in itertools.count():
-                dht = self.dht
-                if dht is None:
-                    return
-                self.stats.dht_lookups += 1
-                for info in await dht.find(key, fresh=attempt > 0):
-                    self._found(info.peer_id, _addrs_of(info), route, kind, "dht", math.inf)
-                await trio.sleep(min(_FIRST_RETRY * 2**attempt, LOOKUP_MAX_INTERVAL))
+        for attempt in itertools.count():
+            dht = self.dht
+            if dht is None:
+                return
+            self.stats.dht_lookups += 1
+            for info in await dht.find(key, fresh=attempt > 0):
+                self._found(info.peer_id, _addrs_of(info), route, kind, "dht", math.inf)
+            await trio.sleep(min(_FIRST_RETRY * 2**attempt, LOOKUP_MAX_INTERVAL))
 
     # -- gossip -----------------------------------------------------------------------------------
 

@@ -165,7 +165,8 @@ async def test_a_closed_handle_is_no_longer_provided() -> None:
         route = PlainRoute.of(ping_pb2.Ping, ROUTE)
         key = route_key(route.id, RouteSide.INTENT)
         async with pub.publish(route, ping_pb2.Ping):
-            assert key in dht.provided
+            await eventually(lambda: key in dht.provided)
+            await eventually(lambda: dht.stats.provides >= 1)
         assert key not in dht.provided
         assert key_bytes(key) not in dht.kad.provider_store.providing_keys
 
