@@ -104,8 +104,8 @@ class InboundLink:
         reliable = self.qos.reliable
         threshold = max(1, self.qos.depth // 2)
         read_frames = reader.read_frames
-        deliver = self._deliver
-        frame_type = control_pb2.DataFrame
+        decode = self._decode
+        parse_frame = control_pb2.DataFrame.FromString
         try:
             while True:
                 bodies = await read_frames()
@@ -113,16 +113,34 @@ class InboundLink:
                     raise ConnectionLost(f"publisher {self.peer} ended the link on {self.route}")
                 credit = 0
                 for body in bodies:
-                    frame = parse_message(body, frame_type)
-                    if frame.HasField("batch"):
-                        credit += await deliver(frame.batch)
+                    try:
+                        frame = parse_frame(body)
+                    except DecodeError:
+                        # parse_message says what is wrong with it.
+                        frame = parse_message(body, control_pb2.DataFrame)
+                    if not frame.HasField("batch"):
+                        self._other_frame(frame)
+                        return
+                    count, first, msgs = decode(frame.batch)
+                    credit += count
+                    if not msgs:
                         continue
-                    kind = frame.WhichOneof("body")
-                    if kind == "result":
-                        if frame.result.code in (result_pb2.Result.OK, result_pb2.Result.CLOSED):
-                            return
-                        raise error_for(frame.result, f"publisher {self.peer} on {self.route}")
-                    raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
+                    # Deliver at once when every subscriber has room (the usual case), else
+                    # in the chunks that fit, waiting in between.
+                    state = self._state
+                    if state is not None and (
+                        not state.local_blocking_sinks
+                        or state.min_room(local_only=True) >= len(msgs)
+                    ):
+                        sinks = state.local_sinks
+                        for sink in sinks:
+                            sink.offer_many(msgs)
+                        if not sinks:
+                            self.unrouted += len(msgs)
+                    else:
+                        await self._offer(msgs)
+                    self.received += len(msgs)
+                    self.last_delivered = first + len(msgs) - 1
                 # Credit goes back in bulk, once half the window is used (an ack per batch
                 # would double the frames, encryptions and syscalls of a request/reply), and
                 # at once on a reliable link that has caught up, so its publisher can let go
@@ -154,8 +172,26 @@ class InboundLink:
         if state is not None:
             self.router.detach_source(state, self)
 
-    async def _deliver(self, batch: data_pb2.DataBatch) -> int:
-        """Decode and deliver one batch; return how many messages it carried (the credit)."""
+    def _other_frame(self, frame: control_pb2.DataFrame) -> None:
+        """A frame that is not a batch: the publisher's last word, or a protocol error.
+
+        Returns when the publisher closed the link in good order; raises otherwise.
+        """
+        kind = frame.WhichOneof("body")
+        if kind is None:
+            raise MalformedFrame(f"{frame.DESCRIPTOR.full_name} has no body")
+        if kind == "result":
+            if frame.result.code in (result_pb2.Result.OK, result_pb2.Result.CLOSED):
+                return
+            raise error_for(frame.result, f"publisher {self.peer} on {self.route}")
+        raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
+
+    def _decode(self, batch: data_pb2.DataBatch) -> tuple[int, int, list[Any]]:
+        """Check and decode one batch.
+
+        Returns how many messages it carried (the credit it used), the sequence number of the
+        first new one, and the new messages (not those already delivered).
+        """
         link_id = batch.link_id
         if link_id and link_id != self.link_id:
             raise ProtocolError(f"batch for link {link_id} on link {self.link_id}")
@@ -177,15 +213,13 @@ class InboundLink:
         if first <= last_delivered:
             skip = last_delivered - first + 1
             if skip >= count:
-                return count
+                return count, first, []
             first = last_delivered + 1
         elif self.qos.reliable and first - last_delivered - 1 > dropped:
             # A reliable link skips only messages the publisher reports as expired.
             raise ProtocolError(
                 f"reliable link on {self.route} skipped from {last_delivered} to {first}"
             )
-        if not count:
-            return count
         parse = self.msg_type.FromString
         try:
             msgs: list[Any] = [parse(payload) for payload in payloads[skip:]]
@@ -193,18 +227,7 @@ class InboundLink:
             raise MalformedFrame(
                 f"a message on {self.route} is not a valid {self.msg_type.DESCRIPTOR.full_name}"
             ) from None
-        state = self._state
-        if state is not None and not state.local_blocking_sinks:
-            # Nobody to wait for: hand the batch to every subscriber at once.
-            for sink in state.local_sinks:
-                sink.offer_many(msgs)
-            if not state.local_sinks:
-                self.unrouted += len(msgs)
-        else:
-            await self._offer(msgs)
-        self.received += len(msgs)
-        self.last_delivered = first + len(msgs) - 1
-        return count
+        return count, first, msgs
 
     async def _offer(self, msgs: list[Any]) -> None:
         done = 0

@@ -277,7 +277,8 @@ class FrameReader:
         if first is None:
             return []
         frames = [first]
-        self._take_buffered(frames, max_frames)
+        if self._pos < len(self._buf):
+            self._take_buffered(frames, max_frames)
         return frames
 
     def buffered_frames(self, max_frames: int = 1024) -> list[bytes]:
