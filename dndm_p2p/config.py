@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nat.config import NatConfig
 from protocols.ids import MAX_FRAME_SIZE
 
 from .errors import ConfigError
@@ -78,6 +79,11 @@ class NodeConfig:
     #: A Unix socket where ``dndm routes`` and ``dndm peers`` can query the running node.
     admin_socket: Path | None = None
 
+    # -- NAT traversal -----------------------------------------------------------------------
+    #: Reachability (AutoNAT), circuit relays (serving, reserving, dialling ``/p2p-circuit``
+    #: addresses), hole punching and UPnP, as :class:`nat.NatConfig` sets them; ``None``: off.
+    nat: NatConfig | None = None
+
     def __post_init__(self) -> None:
         if isinstance(self.listen, str) or isinstance(self.peers, str):
             raise ConfigError("listen and peers are sequences of multiaddr strings")
@@ -91,6 +97,8 @@ class NodeConfig:
         for name in ("key_file", "address_book", "admin_socket"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.nat is not None and not isinstance(self.nat, NatConfig):
+            raise ConfigError(f"nat must be a NatConfig or None, not {type(self.nat).__name__}")
         if self.namespace_depth < 1:
             raise ConfigError("namespace_depth must be at least 1")
         if self.max_connections < 2:

@@ -18,7 +18,8 @@ behind; an exception raised in its body comes out as itself, not wrapped in exce
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -68,6 +69,7 @@ __all__ = [
     "connections_to",
     "listen_addrs",
     "running_host",
+    "set_circuit_dialer",
 ]
 
 #: Where a host listens unless told otherwise: loopback, a port chosen by the OS.
@@ -260,9 +262,12 @@ async def connect(
     Returns at once if a connection to that peer is already open.  Otherwise ``addr`` is the
     address dialled (py-libp2p alone would dial an older address of the peer it knows instead),
     even if the peer failed recently (py-libp2p alone would refuse to dial it for 60 s).
+    A relayed address (``…/p2p/<relay>/p2p-circuit/p2p/<peer id>``) is dialled through the
+    relay by the dialer :func:`set_circuit_dialer` registered (the NAT component's).
 
     :raises ConfigError: ``addr`` is not a valid multiaddr, has no ``/p2p/<peer id>`` at its end
-        or no transport address before it, or names ``host`` itself.
+        or no transport address before it, names ``host`` itself, or is relayed and ``host``
+        has no circuit dialer.
     :raises Unavailable: the connection could not be made within ``timeout`` seconds (refused,
         unreachable, the security handshake failed, the peer is not who ``/p2p/`` says...).
     """
@@ -272,13 +277,18 @@ async def connect(
     if peer_id == host.get_id():
         raise ConfigError(f"{maddr} is this host's own address; a host cannot connect to itself")
     _check_seconds("timeout", timeout, minimum=0.0, inclusive=False)
-    if not host.get_network().get_connections(peer_id):
+    connected = bool(host.get_network().get_connections(peer_id))
+    if not connected and "p2p-circuit" not in _protocol_names(maddr):
         # Dial this address, now: not an older address of the peer, not "failed recently".
         clear_dial_backoff(host, peer_id)
         forget_peer_addrs(host, peer_id)
     try:
         with trio.move_on_after(timeout) as deadline:
-            await host.connect(peer_info)
+            if "p2p-circuit" in _protocol_names(maddr):
+                if not connected:
+                    await _dial_circuit(host, maddr)
+            else:
+                await host.connect(peer_info)
     except (BaseLibp2pError, OSError) as exc:
         raise Unavailable(f"cannot connect to {maddr}: {_failure_reason(exc)}") from exc
     if deadline.cancelled_caught:
@@ -354,9 +364,35 @@ def _parse_peer_addr(addr: str | Multiaddr) -> Multiaddr:
         )
     if len(names) == 1:
         raise ConfigError(f"{maddr} names a peer but no address to reach it at")
-    if "p2p-circuit" in names:
-        raise ConfigError(f"{maddr} is a relay address; relayed connections are not supported")
     return maddr
+
+
+# -- relayed addresses (NAT traversal, see nat/) ---------------------------------------------------
+#: How a host dials ``…/p2p-circuit/p2p/<peer>`` addresses: py-libp2p's swarm cannot (its circuit
+#: transport is not registered with it), so the NAT component registers its relay client here.
+CircuitDialer = Callable[[Multiaddr], Awaitable[object]]
+_circuit_dialers: weakref.WeakKeyDictionary[IHost, CircuitDialer] = weakref.WeakKeyDictionary()
+
+
+def set_circuit_dialer(host: IHost, dialer: CircuitDialer | None) -> None:
+    """Let :func:`connect` dial relayed addresses of ``host`` with ``dialer`` (None: stop)."""
+    if dialer is None:
+        _circuit_dialers.pop(host, None)
+    else:
+        _circuit_dialers[host] = dialer
+
+
+async def _dial_circuit(host: IHost, maddr: Multiaddr) -> None:
+    dialer = _circuit_dialers.get(host)
+    if dialer is None:
+        raise ConfigError(
+            f"{maddr} is a relayed address, and this node does not use relays "
+            "(enable NAT traversal: NodeConfig.nat)"
+        )
+    await dialer(maddr)
+
+
+# -- end of relayed addresses ---------------------------------------------------------------------
 
 
 def _failure_reason(exc: BaseException) -> str:

@@ -46,7 +46,7 @@ from .adverts import RemoteAdvert, advert_for
 from .config import NodeConfig
 from .discovery import Discovery
 from .errors import Closed, ConfigError, ConnectionLost, DndmError, ProtocolError, Unavailable
-from .host import HostConfig, connect, listen_addrs, running_host
+from .host import HostConfig, connect, listen_addrs, running_host, set_circuit_dialer
 from .identity import generate_identity, load_or_create_identity
 from .inbound import InboundLink
 from .intent import Intent
@@ -59,9 +59,12 @@ from .router import Router
 from .session import PeerSession
 
 if TYPE_CHECKING:
-    from libp2p.abc import IHost, INetConn, INetStream, INetwork
+    from libp2p.abc import IHost, IMuxedConn, INetConn, INetStream, INetwork
     from libp2p.crypto.keys import KeyPair, PrivateKey
     from libp2p.peer.id import ID
+    from multiaddr import Multiaddr
+
+    from nat import NatEvent, NatService
 
 __all__ = ["KnownRoute", "LinkStats", "Node", "NodeEvent", "PeerInfo"]
 
@@ -166,6 +169,11 @@ class Node:
         self.foreign_peers: set[str] = set()
         #: Where the peers met are remembered across restarts (``config.address_book``).
         self.address_book: AddressBook | None = None
+        #: Reachability, relays and hole punching (``config.nat``).
+        self.nat: NatService | None = None
+        #: Peers whose session is moving from a relayed connection to a direct one: the
+        #: session that ran on the relayed connection, and that connection's muxer.
+        self._moving: dict[str, tuple[PeerSession, IMuxedConn]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -224,6 +232,14 @@ class Node:
         """Start the admin socket, the address book's autosave and discovery, as configured."""
         config, nursery = self.config, self._nursery
         assert nursery is not None
+        if config.nat is not None:
+            from nat import NatService
+
+            self.nat = NatService(
+                self.host, config.nat, bootstrap=config.bootstrap, on_event=self._on_nat_event
+            )
+            await nursery.start(self.nat.run)
+            set_circuit_dialer(self.host, self.nat.dial)
         if config.admin_socket is not None:
             admin = AdminServer(self, config.admin_socket, on_error=self._report_admin_error)
             await nursery.start(admin.run)
@@ -252,6 +268,8 @@ class Node:
         """Close sessions and links before the host goes away (runs inside the nursery)."""
         self._closing = True
         self.router.close()
+        if self._host is not None:
+            set_circuit_dialer(self._host, None)
         for scope in self._parked.values():
             scope.cancel()
         self._parked.clear()
@@ -298,8 +316,19 @@ class Node:
 
     @property
     def addrs(self) -> list[str]:
-        """Where peers can reach this node, as ``/…/p2p/<id>`` multiaddrs."""
-        return [str(a) for a in listen_addrs(self.host)]
+        """Where peers can reach this node, as ``/…/p2p/<id>`` multiaddrs: the listen
+        addresses, then (with NAT traversal) addresses through relays."""
+        found = [str(a) for a in listen_addrs(self.host)]
+        if self.nat is not None:
+            found.extend(f"{a}/p2p/{self.peer_id}" for a in self.nat.relay.circuit_addrs())
+        return found
+
+    def advertised_addrs(self) -> list[Multiaddr]:
+        """The addresses to publish for others (no ``/p2p/<id>``): with NAT traversal, public
+        and confirmed ones, then relayed ones, then private ones; else the listen addresses."""
+        if self.nat is not None:
+            return self.nat.advertised_addrs()
+        return list(self.host.get_transport_addrs())
 
     # -- declarations -----------------------------------------------------------------------------
 
@@ -506,6 +535,8 @@ class Node:
         """Called by a session as it ends: forget it, tell the application, maybe reconnect."""
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
+        if self._moved(session):
+            return
         detail = str(session.error) if session.error is not None else ""
         error = session.error
         if (
@@ -584,6 +615,7 @@ class Node:
 
     async def _on_control_stream(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
+        await self._retire_moved_session(stream)
         try:
             session = await self._session(peer_id)
         except Closed:
@@ -593,6 +625,7 @@ class Node:
 
     async def _on_data_stream(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
+        await self._retire_moved_session(stream)
         try:
             session = await self._session(peer_id)
         except Closed:
@@ -608,6 +641,57 @@ class Node:
             return
         session.pending_data_streams += 1
         session.nursery.start_soon(session.serve_data, stream)
+
+    # -- NAT: a session moves from a relayed connection to a direct one ---------------------------
+    # A hole punch adds a direct connection next to the relayed one, and the NAT component then
+    # closes the relayed one.  The session on it ends (its streams go with the connection), and
+    # a new one starts on the direct connection at once: reliable links resume where they
+    # stopped, exactly as after a reconnection, but the direct connection is never dropped.
+
+    def _on_nat_event(self, event: NatEvent) -> None:
+        self._emit(NodeEvent(event.kind, event.peer, event.detail))
+
+    def _note_connection(self, conn: INetConn) -> None:
+        """A direct connection joined a relayed one with a running session: mark the move."""
+        peer_id = conn.muxed_conn.peer_id
+        peer = str(peer_id)
+        session = self.session(peer)
+        if session is None or _is_relayed(conn) or peer in self._moving:
+            return
+        for other in self.host.get_network().get_connections(peer_id):
+            if other is not conn and _is_relayed(other):
+                self._moving[peer] = (session, other.muxed_conn)
+                return
+
+    def _moved(self, session: PeerSession) -> bool:
+        """True (and a new session is on its way) when ``session`` ended because its relayed
+        connection gave way to a direct one."""
+        moving = self._moving.get(session.peer)
+        if moving is None or moving[0] is not session:
+            return False
+        del self._moving[session.peer]
+        remaining = [
+            conn
+            for conn in self.host.get_network().get_connections(session.peer_id)
+            if conn.muxed_conn is not moving[1] and not _is_relayed(conn)
+        ]
+        if not remaining or self._closing or self._nursery is None:
+            return False
+        self._emit(NodeEvent("peer_moved", session.peer, "to a direct connection"))
+        self._nursery.start_soon(_start_session_quietly, self, session.peer_id)
+        return True
+
+    async def _retire_moved_session(self, stream: INetStream) -> None:
+        """A stream on the new connection of a moving peer: end the old session first (its
+        connection is going), so that the stream is served by a new session."""
+        moving = self._moving.get(str(stream.muxed_conn.peer_id))
+        if moving is None or stream.muxed_conn is moving[1]:
+            return
+        old = moving[0]
+        if old.running:
+            old.nursery.cancel_scope.cancel()
+        with trio.move_on_after(2.0):
+            await old.ended.wait()
 
     # -- links ------------------------------------------------------------------------------------
 
@@ -786,6 +870,14 @@ def _compression_name(value: int) -> str:
     return common_pb2.Compression.Name(value).removeprefix("COMPRESSION_").lower()  # type: ignore[arg-type]
 
 
+def _is_relayed(conn: INetConn) -> bool:
+    """True for a connection through a relay (NAT traversal)."""
+    try:
+        return any("/p2p-circuit" in str(a) for a in conn.get_transport_addresses())
+    except Exception:
+        return False
+
+
 def _peer_of(addr: str) -> str:
     _, sep, peer = addr.rpartition("/p2p/")
     if not sep or not peer or "/" in peer:
@@ -813,6 +905,7 @@ class _ConnectionWatcher(INotifee):
             return
         if str(conn.muxed_conn.peer_id) in node.foreign_peers:
             return
+        node._note_connection(conn)
         node._nursery.start_soon(_start_session_quietly, node, conn.muxed_conn.peer_id)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
@@ -820,6 +913,7 @@ class _ConnectionWatcher(INotifee):
         peer_id = conn.muxed_conn.peer_id
         if network.get_connections(peer_id):
             return
+        self._node._moving.pop(str(peer_id), None)
         self._node.foreign_peers.discard(str(peer_id))
         session = self._node._sessions.get(str(peer_id))
         if session is not None:

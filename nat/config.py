@@ -1,0 +1,91 @@
+"""NAT traversal settings: one validated, immutable object (times in seconds)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from multiaddr import Multiaddr
+
+from protocols.errors import ConfigError
+
+__all__ = ["NatConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class NatConfig:
+    """What the NAT component of a node does.
+
+    Everything is off by default except what costs nothing: a node answers AutoNAT dial-back
+    requests (``autonat_server``) and accepts relayed connections and hole punches to itself.
+    """
+
+    #: Serve as a circuit relay v2 relay (opt-in; meant for publicly reachable nodes).
+    relay_service: bool = False
+    #: Relay limits: reservations and relayed connections at once, reservation lifetime,
+    #: and per relayed connection its longest life and most bytes.
+    relay_max_reservations: int = 64
+    relay_max_circuits: int = 64
+    relay_reservation_ttl: int = 3600
+    relay_circuit_duration: int = 3600
+    relay_circuit_bytes: int = 64 << 20
+    #: Reserve a slot on relays when this node is private (or ``always``): ``auto`` decides
+    #: from reachability, ``always`` and ``never`` force it.
+    relay_client: str = "auto"
+    #: Relays to use (``/ip4/…/tcp/…/p2p/<id>``), tried before bootstrap nodes and relays
+    #: discovered among connected peers.
+    relays: tuple[str, ...] = ()
+    #: How many relays to hold a reservation on at once.
+    reservations: int = 1
+    #: Seconds between reservation renewals (well inside the relay's reservation lifetime).
+    renew_interval: float = 300.0
+    #: Ask peers to dial us back (AutoNAT) to learn whether we are publicly reachable.
+    autonat: bool = True
+    #: Answer other peers' AutoNAT dial-back requests.
+    autonat_server: bool = True
+    #: Agreeing peers needed for a verdict (public or private).
+    autonat_confirmations: int = 3
+    #: Seconds between reachability checks once a verdict is reached (sooner before that).
+    autonat_interval: float = 300.0
+    #: How long a dial-back may take before the address counts as unreachable.
+    dialback_timeout: float = 5.0
+    #: Upgrade relayed connections to direct ones (DCUtR hole punching).
+    hole_punching: bool = True
+    #: Seconds the relayed connection stays open after a direct one is up.
+    relay_close_grace: float = 0.5
+    #: Map the listen port on a UPnP gateway (off by default; removed at shutdown).
+    upnp: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.relays, str):
+            raise ConfigError("relays is a sequence of multiaddr strings, not one string")
+        object.__setattr__(self, "relays", tuple(self.relays))
+        for addr in self.relays:
+            try:
+                maddr = Multiaddr(addr)
+            except Exception as exc:
+                raise ConfigError(f"relay address {addr!r} is not a multiaddr: {exc}") from None
+            if maddr.get_peer_id() is None:
+                raise ConfigError(f"relay address {addr} has no /p2p/<peer id>")
+        if self.relay_client not in ("auto", "always", "never"):
+            raise ConfigError("relay_client is 'auto', 'always' or 'never'")
+        for name in (
+            "relay_max_reservations",
+            "relay_max_circuits",
+            "relay_reservation_ttl",
+            "relay_circuit_duration",
+            "relay_circuit_bytes",
+            "reservations",
+            "autonat_confirmations",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, not {value!r}")
+        for name in ("renew_interval", "autonat_interval", "dialback_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        if not isinstance(self.relay_close_grace, int | float) or self.relay_close_grace < 0:
+            raise ConfigError("relay_close_grace must be a number of seconds >= 0")
+        if self.renew_interval >= self.relay_reservation_ttl:
+            raise ConfigError("renew_interval must be shorter than relay_reservation_ttl")

@@ -1,0 +1,174 @@
+"""Workarounds for py-libp2p 0.8.1's NAT traversal, in one place (``tests/test_nat_fixes.py``).
+
+Each class names the defect it works around; the tests show what py-libp2p does without it.
+The numbers refer to ``../shared/nat-notes.md`` (measured in a NAT lab of network namespaces).
+
+* :class:`DialBackAutoNAT` — the AutoNAT server "dials back" with ``host.connect``, which returns
+  at once because the request arrived over a connection to that very peer: every address is
+  reported reachable (a NATed node is told it is public).  Here the dial-back is a new
+  connection to the claimed address, authenticated by the Noise handshake, then closed; it is
+  never added to the swarm, so the requester's existing connection is untouched.
+* :class:`PunchingDCUtR` — DCUtR (a) first dials the peer's addresses "unilaterally", private
+  and unroutable ones included, and waits out a 10 s dial timeout on them; (b) also dials such
+  addresses during the hole punch; (c) lets sessions started by both peers at once run
+  together, and their dials then bind the same 4-tuple (``EADDRNOTAVAIL``); (d) drives its own
+  punch attempts to every relayed peer every 2 s; (e) closes the relayed connection only after
+  60 s.  Here: no unilateral step (a relayed peer is not publicly dialable, or we would not be
+  relayed), only public addresses (or ones in our own private network) are dialled, with a 3 s
+  bound; when both peers start a session, the one with the smaller peer id wins and the other
+  is refused; the caller drives attempts and moves off the relay (:mod:`nat.holepunch`).
+* :class:`StopSideCircuit` — on the destination side of a relayed connection, the connection's
+  address names the destination itself as the relay (``/p2p/<own id>/p2p-circuit/…``); here
+  it names the relay the connection came through.
+* ``CircuitV2Transport`` is not registered with the swarm, so ``host.connect`` cannot dial a
+  ``/p2p-circuit`` address: :mod:`nat.relay` dials it through the transport itself, and the
+  node's dial path hands such addresses to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.connection_types import ConnectionType
+from libp2p.host.autonat.autonat import AutoNATService
+from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from multiaddr import Multiaddr
+
+from .addrs import is_public, same_private_network
+
+__all__ = ["DialBackAutoNAT", "PunchingDCUtR", "StopSideCircuit", "dial_back"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a hole-punch dial may take (py-libp2p: 10).
+PUNCH_DIAL_TIMEOUT = 3
+
+
+async def dial_back(host: Any, peer_id: ID, addr: Multiaddr, seconds: float) -> bool:
+    """Dial ``addr`` on a new connection and check, with a Noise handshake, that ``peer_id``
+    answers there; close it again.  Nothing is added to the swarm.  True if it answered."""
+    network = host.get_network()
+    if not isinstance(network, Swarm):
+        return False
+    transport = network.transport_manager.transport_for_dialing(addr)
+    if transport is None:
+        return False
+    raw = None
+    try:
+        with trio.move_on_after(seconds):
+            raw = await transport.dial(addr)
+            secured = await network.upgrader.upgrade_security(raw, True, peer_id)
+            await secured.close()
+            return True
+    except Exception as exc:  # refused, reset, wrong peer: all mean "not reachable there"
+        logger.debug("dial-back to %s at %s failed: %s", peer_id, addr, exc)
+    finally:
+        if raw is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                try:
+                    await raw.close()
+                except Exception as exc:
+                    logger.debug("closing the dial-back connection: %s", exc)
+    return False
+
+
+class DialBackAutoNAT(AutoNATService):
+    """An AutoNAT v1 service whose dial-back really dials (see the module doc)."""
+
+    def __init__(self, host: Any, *, serve: bool, timeout: float) -> None:
+        """Serve requests when ``serve``; each dial-back is bounded by ``timeout`` seconds."""
+        super().__init__(host, serve=serve, confirmations=1)
+        self.timeout = timeout
+        #: Dial-backs attempted and succeeded, for metrics.
+        self.dialbacks = 0
+        self.dialback_successes = 0
+
+    async def _try_dial(self, peer_id: ID, addrs: list[bytes]) -> bytes | None:
+        for raw in addrs:
+            try:
+                addr = Multiaddr(raw)
+            except Exception:
+                continue
+            self.dialbacks += 1
+            if await dial_back(self.host, peer_id, addr, self.timeout):
+                self.dialback_successes += 1
+                return bytes(raw)
+        return None
+
+
+class PunchingDCUtR(DCUtRProtocol):
+    """DCUtR without the defects listed in the module doc."""
+
+    def __init__(self, host: Any) -> None:
+        """DCUtR on ``host``; the caller decides when to punch (:meth:`punch`)."""
+        super().__init__(host, dial_timeout=PUNCH_DIAL_TIMEOUT)
+        self._initiating: set[ID] = set()
+
+    async def punch(self, peer_id: ID) -> bool:
+        """Run one hole-punch session as initiator; True if a direct connection is up."""
+        self._initiating.add(peer_id)
+        try:
+            return await self.initiate_hole_punch(peer_id)
+        finally:
+            self._initiating.discard(peer_id)
+
+    async def _auto_drive_loop(self) -> None:
+        await trio.sleep_forever()
+
+    async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+        return False
+
+    def _schedule_relay_close(self, peer_id: ID) -> None:
+        return
+
+    def dialable(self, addr: Multiaddr) -> bool:
+        """True for an address worth a hole-punch dial: public, or in our own LAN."""
+        if is_public(addr):
+            return True
+        return same_private_network(addr, self.host.get_transport_addrs())
+
+    async def _dial_peer(
+        self,
+        peer_id: ID,
+        addr: Multiaddr,
+        source: tuple[str, int] | None = None,
+        as_responder: bool = False,
+    ) -> None:
+        if not self.dialable(addr):
+            logger.debug("not dialling unroutable %s of %s", addr, peer_id)
+            return
+        await super()._dial_peer(peer_id, addr, source, as_responder)
+
+    async def _handle_dcutr_stream(self, stream: INetStream) -> None:
+        remote = stream.muxed_conn.peer_id
+        if remote in self._initiating and str(self.host.get_id()) < str(remote):
+            # Both sides started a session: ours wins, theirs is refused (its dials would
+            # collide with ours on the same 4-tuple).
+            logger.debug("refusing %s's concurrent hole punch: ours goes on", remote)
+            await stream.reset()
+            return
+        await super()._handle_dcutr_stream(stream)
+
+
+class StopSideCircuit(CircuitV2Protocol):
+    """Circuit relay v2 whose relayed inbound connections name the right relay."""
+
+    async def handle_incoming_connection(self, stream: INetStream, remote_peer_id: bytes) -> None:
+        """Accept a relayed connection, then give it ``/p2p/<relay>/p2p-circuit/p2p/<peer>``."""
+        await super().handle_incoming_connection(stream, remote_peer_id)
+        relay = stream.muxed_conn.peer_id
+        peer = ID(remote_peer_id)
+        addr = Multiaddr(f"/p2p/{relay}/p2p-circuit/p2p/{peer}")
+        for conn in self.host.get_network().get_connections(peer):
+            if isinstance(conn, SwarmConn) and any(
+                str(a).startswith(f"/p2p/{self.host.get_id()}/p2p-circuit")
+                for a in conn.get_transport_addresses()
+            ):
+                conn.set_transport_info([addr], ConnectionType.RELAYED)
