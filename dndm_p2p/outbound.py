@@ -209,7 +209,7 @@ class OutboundLink:
             while items and self.credit > 0 and written < MAX_BATCH_BYTES:
                 if len(items) == 1:
                     # The common case of a request/reply: one message, one frame, no loop.
-                    payloads = [items[0].SerializeToString()]
+                    payloads = [queue.take_one().SerializeToString()]
                     size = len(payloads[0])
                 else:
                     limit = min(len(items), self.credit, MAX_BATCH_MESSAGES)
@@ -223,8 +223,8 @@ class OutboundLink:
                             break
                         payloads.append(payload)
                         size += len(payload)
+                    queue.take(len(payloads))
                 count = len(payloads)
-                queue.take(count)
                 first = self.next_sequence
                 self.next_sequence += count
                 self.credit -= count
@@ -239,15 +239,16 @@ class OutboundLink:
             await write_frames(bodies)
 
     def _batch_frame(self, first: int, payloads: list[bytes]) -> bytes:
-        dropped = self.queue.dropped - self._reported_drops + self._unreported_expired
-        self._reported_drops = self.queue.dropped
-        self._unreported_expired = 0
         # Built in place: constructing DataFrame(batch=...) would deep-copy every payload.
         frame = control_pb2.DataFrame()
         batch = frame.batch
         batch.link_id = self.link_id
         batch.first_sequence = first
-        batch.dropped_since_last = dropped
+        dropped = self.queue.dropped
+        if dropped != self._reported_drops or self._unreported_expired:
+            batch.dropped_since_last = dropped - self._reported_drops + self._unreported_expired
+            self._reported_drops = dropped
+            self._unreported_expired = 0
         batch.messages.extend(payloads)
         if self.compression and compression.compress_batch(batch, self.compression):
             self.compressed_batches += 1
