@@ -51,6 +51,8 @@ class NatConfig:
     dialback_timeout: float = 5.0
     #: Upgrade relayed connections to direct ones (DCUtR hole punching).
     hole_punching: bool = True
+    #: Seconds between a relayed connection's appearance and the hole punch.
+    punch_delay: float = 0.0
     #: Seconds the relayed connection stays open after a direct one is up.
     relay_close_grace: float = 0.5
     #: Map the listen port on a UPnP gateway (off by default; removed at shutdown).
@@ -85,7 +87,9 @@ class NatConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
-        if not isinstance(self.relay_close_grace, int | float) or self.relay_close_grace < 0:
-            raise ConfigError("relay_close_grace must be a number of seconds >= 0")
+        for name in ("relay_close_grace", "punch_delay"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
         if self.renew_interval >= self.relay_reservation_ttl:
             raise ConfigError("renew_interval must be shorter than relay_reservation_ttl")

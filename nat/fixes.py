@@ -20,6 +20,11 @@ The numbers refer to ``../shared/nat-notes.md`` (measured in a NAT lab of networ
 * :class:`StopSideCircuit` — on the destination side of a relayed connection, the connection's
   address names the destination itself as the relay (``/p2p/<own id>/p2p-circuit/…``); here
   it names the relay the connection came through.
+* :func:`advertise_addrs` — ``host.get_addrs()`` (what identify and DHT provider records
+  carry) mangles a relayed address ``<relay addr>/p2p/<relay>/p2p-circuit`` into
+  ``<relay addr>/p2p/<own id>``: the relay's address under our id.  Peers then dial the relay
+  as us, and DCUtR binds its hole-punch dials to the relay's IP.  Here ``get_addrs`` returns
+  each address whole, with ``/p2p/<own id>`` appended once.
 * ``CircuitV2Transport`` is not registered with the swarm, so ``host.connect`` cannot dial a
   ``/p2p-circuit`` address: :mod:`nat.relay` dials it through the transport itself, and the
   node's dial path hands such addresses to it.
@@ -28,6 +33,7 @@ The numbers refer to ``../shared/nat-notes.md`` (measured in a NAT lab of networ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -41,9 +47,15 @@ from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from multiaddr import Multiaddr
 
-from .addrs import is_public, same_private_network
+from .addrs import is_public, same_private_network, without_peer
 
-__all__ = ["DialBackAutoNAT", "PunchingDCUtR", "StopSideCircuit", "dial_back"]
+__all__ = [
+    "DialBackAutoNAT",
+    "PunchingDCUtR",
+    "StopSideCircuit",
+    "advertise_addrs",
+    "dial_back",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -172,3 +184,17 @@ class StopSideCircuit(CircuitV2Protocol):
                 for a in conn.get_transport_addresses()
             ):
                 conn.set_transport_info([addr], ConnectionType.RELAYED)
+
+
+def advertise_addrs(host: Any, addrs: Callable[[], list[Multiaddr]] | None) -> None:
+    """Make ``host.get_addrs()`` return ``addrs()`` (relayed ones intact), each ending in
+    ``/p2p/<own id>``; None restores py-libp2p's own method."""
+    if addrs is None:
+        host.__dict__.pop("get_addrs", None)
+        return
+    suffix = Multiaddr(f"/p2p/{host.get_id()}")
+
+    def get_addrs() -> list[Multiaddr]:
+        return [without_peer(addr).encapsulate(suffix) for addr in addrs()]
+
+    host.get_addrs = get_addrs

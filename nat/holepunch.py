@@ -90,7 +90,7 @@ class HolePuncher:
         if is_relayed(conn):
             self._relayed_since.setdefault(peer_id, trio.current_time())
             if self.config.hole_punching and self._initiates(peer_id):
-                nursery.start_soon(self.punch, peer_id)
+                nursery.start_soon(self._punch_later, peer_id)
         elif self._has_relayed(peer_id):
             since = self._relayed_since.pop(peer_id, None)
             if since is not None:
@@ -117,6 +117,11 @@ class HolePuncher:
         return has_direct(self.host, peer_id)
 
     # -- punching ---------------------------------------------------------------------------------
+
+    async def _punch_later(self, peer_id: ID) -> None:
+        await trio.sleep(self.config.punch_delay)
+        if self._has_relayed(peer_id):
+            await self.punch(peer_id)
 
     async def punch(self, peer_id: ID) -> bool:
         """Run one DCUtR session with ``peer_id`` as initiator; True when a direct connection

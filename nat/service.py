@@ -23,6 +23,7 @@ from multiaddr import Multiaddr
 
 from .addrs import is_circuit, is_public, without_peer
 from .config import NatConfig
+from .fixes import advertise_addrs
 from .holepunch import HolePuncher
 from .metrics import NatMetrics
 from .reachability import PUBLIC, UNKNOWN, Reachability
@@ -92,15 +93,13 @@ class NatService:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every enabled part until cancelled; the host advertises our addresses meanwhile."""
-        host: Any = self.host
-        previous_factory = getattr(host, "_addrs_factory", None)
         notifee = _Watcher(self)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.relay.run)
             await nursery.start(self.puncher.run)
             if self.upnp is not None:
                 await nursery.start(self.upnp.run)
-            host._addrs_factory = lambda candidates: self.advertised_addrs()
+            advertise_addrs(self.host, self.host_addrs)
             self.host.get_network().register_notifee(notifee)
             try:
                 self._update_relay_wish()
@@ -109,19 +108,27 @@ class NatService:
                 await trio.sleep_forever()
             finally:
                 notifee.active = False
-                host._addrs_factory = previous_factory
+                advertise_addrs(self.host, None)
 
     # -- addresses --------------------------------------------------------------------------------
 
     def advertised_addrs(self) -> list[Multiaddr]:
-        """Our addresses for others (no ``/p2p/<own id>``): see the module docstring."""
-        listen = [without_peer(a) for a in self.host.get_transport_addrs() if not is_circuit(a)]
+        """Our addresses for others, best first (no ``/p2p/<own id>``): public listen
+        addresses, confirmed ones, relayed ones, then private listen addresses."""
+        listen = self._listen()
         public = [a for a in listen if is_public(a)]
         private = [a for a in listen if not is_public(a)]
-        found: dict[str, Multiaddr] = {}
-        for addr in (*public, *self.reachability.confirmed, *self.relay.circuit_addrs(), *private):
-            found.setdefault(str(addr), addr)
-        return list(found.values())
+        return _unique(
+            [*public, *self.reachability.confirmed, *self.relay.circuit_addrs(), *private]
+        )
+
+    def host_addrs(self) -> list[Multiaddr]:
+        """What ``host.get_addrs()`` returns (identify, provider records): the listen addresses
+        first (DCUtR binds its dials to the first), then confirmed and relayed ones."""
+        return _unique([*self._listen(), *self.reachability.confirmed, *self.relay.circuit_addrs()])
+
+    def _listen(self) -> list[Multiaddr]:
+        return [without_peer(a) for a in self.host.get_transport_addrs() if not is_circuit(a)]
 
     async def dial(self, addr: Multiaddr) -> None:
         """Connect to a relayed address ``…/p2p/<relay>/p2p-circuit/p2p/<peer>``.
@@ -168,6 +175,13 @@ class NatService:
         """A peer connected or left: reservations and reachability look again."""
         self.relay.wake()
         self.reachability.wake()
+
+
+def _unique(addrs: list[Multiaddr]) -> list[Multiaddr]:
+    found: dict[str, Multiaddr] = {}
+    for addr in addrs:
+        found.setdefault(str(addr), addr)
+    return list(found.values())
 
 
 class _Watcher(INotifee):
