@@ -23,8 +23,8 @@ from __future__ import annotations
 import itertools
 import random
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -66,9 +66,12 @@ if TYPE_CHECKING:
 
     from nat import NatEvent, NatService
 
-__all__ = ["KnownRoute", "LinkStats", "Node", "NodeEvent", "PeerInfo"]
+__all__ = ["HostFactory", "KnownRoute", "LinkStats", "Node", "NodeEvent", "PeerInfo"]
 
 T = TypeVar("T", bound=Message)
+
+#: Builds the running host of a node from its key pair (see :class:`Node`).
+HostFactory = Callable[["KeyPair"], AbstractAsyncContextManager["IHost"]]
 
 _MAX_KEPT_ERRORS = 100
 #: Seconds between saves of a changed address book.
@@ -136,9 +139,18 @@ class KnownRoute:
 class Node:
     """A DNDM node on libp2p (see the module docstring)."""
 
-    def __init__(self, config: NodeConfig | None = None) -> None:
-        """Create a node; it starts when entered with ``async with``."""
+    def __init__(
+        self, config: NodeConfig | None = None, *, host_factory: HostFactory | None = None
+    ) -> None:
+        """Create a node; it starts when entered with ``async with``.
+
+        ``host_factory`` replaces the libp2p host the node runs on (the default listens on
+        ``config.listen`` over TCP, and QUIC when asked): given the node's key pair, it returns an
+        async context manager yielding a running host, closed on exit.  simnet uses it to run
+        real nodes over an emulated network.
+        """
         self.config = config or NodeConfig()
+        self._host_factory = host_factory
         self.name = self.config.name
         self.router = Router(default_qos=self.config.default_qos, name=self.name)
         self._host: IHost | None = None
@@ -178,9 +190,11 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, config: NodeConfig | None = None) -> Node:
+    def open(
+        cls, config: NodeConfig | None = None, *, host_factory: HostFactory | None = None
+    ) -> Node:
         """The node for ``config``; use it as ``async with Node.open(config) as node``."""
-        return cls(config)
+        return cls(config, host_factory=host_factory)
 
     async def __aenter__(self) -> Node:
         if self._stack is not None or self._closing:
@@ -198,12 +212,16 @@ class Node:
                 self._emit(NodeEvent("warning", None, self.address_book.problem))
         stack = AsyncExitStack()
         try:
-            host_config = HostConfig(
-                listen=self.config.listen,
-                quic=self.config.quic,
-                max_connections=self.config.max_connections,
-            )
-            self._host = await stack.enter_async_context(running_host(key_pair, host_config))
+            if self._host_factory is not None:
+                host_context = self._host_factory(key_pair)
+            else:
+                host_config = HostConfig(
+                    listen=self.config.listen,
+                    quic=self.config.quic,
+                    max_connections=self.config.max_connections,
+                )
+                host_context = running_host(key_pair, host_config)
+            self._host = await stack.enter_async_context(host_context)
             # The nursery sits inside the host: cancelling the node's tasks at shutdown must not
             # cancel the host's own orderly close (which would also hide the block's exception).
             self._nursery = await stack.enter_async_context(open_owned_nursery())
