@@ -122,6 +122,13 @@ class PunchingDCUtR(DCUtRProtocol):
         """DCUtR on ``host``; the caller decides when to punch (:meth:`punch`)."""
         super().__init__(host, dial_timeout=PUNCH_DIAL_TIMEOUT)
         self._initiating: set[ID] = set()
+        self._answering: dict[ID, trio.Event] = {}
+
+    async def wait_answered(self, peer_id: ID) -> None:
+        """Return when no session started by ``peer_id`` is running here."""
+        event = self._answering.get(peer_id)
+        if event is not None:
+            await event.wait()
 
     async def punch(self, peer_id: ID) -> bool:
         """Run one hole-punch session as initiator; True if a direct connection is up."""
@@ -156,6 +163,13 @@ class PunchingDCUtR(DCUtRProtocol):
         if not self.dialable(addr):
             logger.debug("not dialling unroutable %s of %s", addr, peer_id)
             return
+        if not is_public(addr):
+            # Our own LAN: no NAT between us, so no simultaneous open either (two dials bound
+            # to the same two ports collide, and one lands on a listener with both sides in
+            # the responder role).  The session's initiator dials plainly, the other waits.
+            if as_responder:
+                await super()._dial_peer(peer_id, addr, None, False)
+            return
         await super()._dial_peer(peer_id, addr, source, as_responder)
 
     async def _handle_dcutr_stream(self, stream: INetStream) -> None:
@@ -166,7 +180,13 @@ class PunchingDCUtR(DCUtRProtocol):
             logger.debug("refusing %s's concurrent hole punch: ours goes on", remote)
             await stream.reset()
             return
-        await super()._handle_dcutr_stream(stream)
+        done = self._answering[remote] = trio.Event()
+        try:
+            await super()._handle_dcutr_stream(stream)
+        finally:
+            done.set()
+            if self._answering.get(remote) is done:
+                del self._answering[remote]
 
 
 class StopSideCircuit(CircuitV2Protocol):

@@ -36,6 +36,9 @@ __all__ = ["HolePuncher"]
 
 logger = logging.getLogger(__name__)
 
+#: Longest wait for the peer's competing session after ours was refused, in seconds.
+_ANSWER_WAIT = 30.0
+
 
 class HolePuncher:
     """Drives DCUtR for one host (see the module docstring)."""
@@ -135,6 +138,10 @@ class HolePuncher:
         self._on_event("punch_started", str(peer_id), "")
         try:
             ok = await self.dcutr.punch(peer_id)
+            if not ok:
+                # The peer's own session (which won over ours) may still be dialling.
+                with trio.move_on_after(_ANSWER_WAIT):
+                    await self.dcutr.wait_answered(peer_id)
         finally:
             self._punching.discard(peer_id)
         ok = ok or self._has_direct(peer_id)
