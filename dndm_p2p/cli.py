@@ -252,6 +252,55 @@ def _add_discovery_options(parser: argparse.ArgumentParser, *, node: bool) -> No
     )
 
 
+def _add_nat_options(parser: argparse.ArgumentParser) -> None:
+    """NAT traversal options (see nat/ and docs/nat.md)."""
+    group = parser.add_argument_group("NAT traversal options")
+    group.add_argument(
+        "--nat",
+        action="store_true",
+        help="NAT traversal: learn reachability (AutoNAT), reserve relay slots when private, "
+        "dial relayed addresses, upgrade relayed connections (hole punching)",
+    )
+    group.add_argument(
+        "--relay",
+        action="append",
+        metavar="MADDR",
+        default=[],
+        help="relay to reserve a slot on when private (repeatable; implies --nat)",
+    )
+    group.add_argument(
+        "--relay-service",
+        action="store_true",
+        help="serve as a circuit relay for private peers, within limits (implies --nat)",
+    )
+    group.add_argument(
+        "--hole-punching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="upgrade relayed connections to direct ones (default on with --nat)",
+    )
+    group.add_argument(
+        "--upnp",
+        action="store_true",
+        help="map the listen port on the LAN's UPnP gateway while running (implies --nat)",
+    )
+
+
+def _nat_config(args: argparse.Namespace) -> Any:
+    """The NatConfig the NAT options ask for, or None when NAT traversal is off."""
+    if not (args.nat or args.relay or args.relay_service or args.upnp):
+        return None
+    from nat import NatConfig
+
+    return NatConfig(
+        relays=tuple(args.relay),
+        relay_service=args.relay_service,
+        relay_client="never" if args.relay_service else "auto",
+        hole_punching=args.hole_punching,
+        upnp=args.upnp,
+    )
+
+
 def _add_admin_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-socket",
@@ -317,6 +366,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_node_options(node)
     _add_discovery_options(node, node=True)
+    _add_nat_options(node)
 
     routes = commands.add_parser(
         "routes", help="list the intents and interests a running node knows of"
@@ -334,6 +384,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_type_options(pub)
     _add_node_options(pub)
     _add_discovery_options(pub, node=False)
+    _add_nat_options(pub)
     pub.add_argument(
         "--generate",
         action="store_true",
@@ -388,6 +439,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_type_options(sub)
     _add_node_options(sub)
     _add_discovery_options(sub, node=False)
+    _add_nat_options(sub)
     sub.add_argument("--count", type=_positive_int, metavar="N", help="exit after N messages")
     sub.add_argument(
         "--timeout",
@@ -674,6 +726,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         bootstrap=bootstrap,
         dht=dht,
         gossip=gossip,
+        nat=_nat_config(args),
         **options,
     )
 
