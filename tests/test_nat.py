@@ -223,3 +223,61 @@ def test_address_classes() -> None:
     assert circuit_peer(f"{relay}/p2p-circuit/p2p/{dest_id}") == (relay_id, dest_id)
     assert same_private_network("/ip4/10.1.0.7/tcp/1", [Multiaddr("/ip4/10.1.0.2/tcp/4001")])
     assert not same_private_network("/ip4/10.2.0.2/tcp/1", ["/ip4/10.1.0.2/tcp/4001"])
+
+
+class _FakeGateway:
+    """A UPnP IGD stand-in (miniupnpc's interface): records mappings."""
+
+    lanaddr = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.mappings: dict[int, tuple[str, int]] = {}
+
+    def discover(self) -> int:
+        return 1
+
+    def selectigd(self) -> None:
+        return None
+
+    def externalipaddress(self) -> str:
+        return "198.18.7.7"
+
+    def addportmapping(self, port: int, proto: str, ip: str, inner: int, *_: str) -> bool:
+        self.mappings[port] = (ip, inner)
+        return True
+
+    def deleteportmapping(self, port: int, proto: str) -> bool:
+        return self.mappings.pop(port, None) is not None
+
+
+async def test_upnp_maps_the_listen_port_while_running_and_removes_it_at_shutdown() -> None:
+    from nat.metrics import NatMetrics
+    from nat.upnp import UpnpMapper
+
+    gateway = _FakeGateway()
+    with trio.fail_after(20):
+        async with Node(NodeConfig()) as node, trio.open_nursery() as nursery:
+            metrics = NatMetrics()
+            events: list[tuple[str, str]] = []
+            mapper = UpnpMapper(
+                node.host, metrics, lambda k, d: events.append((k, d)), lambda: gateway
+            )
+            scope = trio.CancelScope()
+
+            async def run() -> None:
+                with scope:
+                    await mapper.run()
+
+            nursery.start_soon(run)
+            port = int(node.addrs[0].split("/")[4])
+            for _ in range(100):
+                if mapper.mapped:
+                    break
+                await trio.sleep(0.02)
+            assert gateway.mappings == {port: ("127.0.0.1", port)}
+            assert [str(a) for a in mapper.mapped] == [f"/ip4/198.18.7.7/tcp/{port}"]
+            assert metrics.upnp_mapped
+            assert events[0][0] == "upnp_mapped"
+            scope.cancel()
+        assert gateway.mappings == {}
+        assert not metrics.upnp_mapped
