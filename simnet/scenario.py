@@ -1,0 +1,718 @@
+"""Scenario files: what a simulation runs, as TOML, validated into frozen dataclasses.
+
+A scenario names the nodes (how many, their classes: NAT behaviour, uplink, connection
+limits), the network (latency model, loss), how nodes join (bootstrap servers, waves, rate),
+the DNDM workload (routes, publishers, subscribers, patterns, rates, sizes, reliability,
+discovery mode) and timed events (kill and restart, crash, churn, partition, heal, bootstrap
+failure, latency spike).  Every field is checked; an error names the field, e.g.
+``baseline.toml: workload.rate: must be a number > 0, not -1``.
+
+Durations are seconds or strings with a unit (``"25ms"``, ``"2s"``, ``"1.5m"``, ``"1h"``);
+bandwidths are bytes per second or strings (``"10Mbps"``, ``"2MB/s"``, ``"inf"``); sizes are
+bytes or strings (``"1KB"`` = 1000, ``"1KiB"`` = 1024).  Times of events count from the start
+of the workload (when every node has joined).  See ``simnet/scenarios/*.toml`` and
+``docs/simnet.md`` for the full format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from protocols.errors import ConfigError
+
+__all__ = [
+    "DISCOVERY_MODES",
+    "EVENT_KINDS",
+    "STOCK_DIR",
+    "ClassSpec",
+    "EventSpec",
+    "JoinSpec",
+    "LatencySpec",
+    "NetworkSpec",
+    "NodeSpec",
+    "Scenario",
+    "WorkloadSpec",
+    "load_scenario",
+    "parse_scenario",
+    "stock_scenario",
+    "stock_scenarios",
+]
+
+#: Where the stock scenarios live.
+STOCK_DIR: Final = Path(__file__).with_name("scenarios")
+#: How nodes find each other's routes.
+DISCOVERY_MODES: Final = ("dht", "gossip", "both")
+#: Kinds of timed events, with the fields each takes (besides ``at`` and ``kind``).
+EVENT_KINDS: Final[Mapping[str, frozenset[str]]] = {
+    "kill": frozenset({"count", "fraction", "target", "restart_after"}),
+    "crash": frozenset({"count", "fraction", "target", "restart_after"}),
+    "churn": frozenset({"count", "fraction", "target", "every", "until", "downtime"}),
+    "partition": frozenset({"fraction"}),
+    "heal": frozenset(),
+    "latency_spike": frozenset({"factor", "duration"}),
+    "bootstrap_failure": frozenset({"duration"}),
+}
+_TARGETS: Final = ("any", "bootstrap", "publishers", "subscribers")
+_NATS: Final = ("public", "cone", "symmetric")
+_LATENCY_MODELS: Final = ("constant", "uniform", "regions")
+
+T = TypeVar("T")
+
+
+# -- the model -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """A class of (non-bootstrap) nodes: its share of the nodes, NAT, uplink and limits."""
+
+    name: str
+    share: float = 1.0
+    nat: str = "public"
+    uplink: float = math.inf
+    max_connections: int = 160
+    min_connections: int = 8
+    low_watermark: int = 32
+    high_watermark: int = 96
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    """One-way latency: ``constant`` (``value``), ``uniform`` per pair (``min``..``max``), or
+    ``regions`` (each node in one of ``regions`` with ``weights``; ``matrix[i][j]`` is the
+    one-way latency from region i to j, plus up to ``jitter`` times it per pair)."""
+
+    model: str = "constant"
+    value: float = 0.025
+    min: float = 0.0125
+    max: float = 0.0375
+    regions: tuple[str, ...] = ()
+    weights: tuple[float, ...] = ()
+    matrix: tuple[tuple[float, ...], ...] = ()
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The emulated network: latency, loss (a write's probability of being retransmitted),
+    and how long an unanswered dial takes to fail."""
+
+    latency: LatencySpec = field(default_factory=LatencySpec)
+    loss: float = 0.0
+    dial_fail_delay: float = 5.0
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """How nodes join.
+
+    ``bootstraps`` bootstrap servers start first.  Then the other nodes start in waves of
+    ``concurrency`` (each wave waits until its nodes are up), at most ``rate`` per virtual
+    second (0: no limit).  Each node is given ``peers`` entry points: the bootstrap servers
+    (``mode = "fixed"``) or nodes picked at random among those already up (``"random"``).
+    """
+
+    bootstraps: int = 1
+    mode: str = "fixed"
+    peers: int = 1
+    concurrency: int = 50
+    rate: float = 0.0
+    bootstrap_max_connections: int = 1000
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """DNDM node settings for every simulated node (``NodeConfig`` fields)."""
+
+    ping_interval: float = 10.0
+    ping_timeout: float = 30.0
+    handshake_timeout: float = 10.0
+    compression: bool = True
+    namespace_depth: int = 1
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """What the nodes publish and subscribe to once all have joined.
+
+    ``routes`` routes (``ns<k>.route<i>.data``, spread over ``namespaces`` namespaces), each
+    with ``publishers`` publishing nodes and ``subscribers`` subscribing nodes, plus
+    ``pattern_subscribers`` nodes subscribing to ``ns<k>.*.data``.  Declarations are spread
+    over ``declare_spread`` seconds after ``start``.  Each publisher sends ``rate`` messages a
+    second of ``size`` payload bytes until ``drain`` seconds before the end.  A subscription
+    that lived ``discovery_window`` seconds without a message counts as a failed discovery.
+    """
+
+    routes: int = 10
+    #: When > 0, the number of routes is this percentage of the nodes (at least 1).
+    routes_percent: float = 0.0
+    namespaces: int = 2
+    publishers: int = 1
+    subscribers: int = 3
+    pattern_subscribers: int = 0
+    rate: float = 1.0
+    size: int = 256
+    reliable: bool = False
+    discovery: str = "both"
+    start: float = 0.0
+    declare_spread: float = 5.0
+    drain: float = 3.0
+    discovery_window: float = 20.0
+
+    def route_count(self, nodes: int) -> int:
+        """How many routes a run with ``nodes`` nodes has."""
+        if self.routes_percent > 0:
+            return max(1, round(nodes * self.routes_percent / 100))
+        return self.routes
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A timed event (see :data:`EVENT_KINDS`); ``at`` counts from the workload's start."""
+
+    at: float
+    kind: str
+    count: int | None = None
+    fraction: float | None = None
+    target: str = "any"
+    restart_after: float | None = None
+    every: float | None = None
+    until: float | None = None
+    downtime: float | None = None
+    factor: float | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario (see the module docstring)."""
+
+    name: str
+    nodes: int
+    duration: float
+    seed: int = 1
+    description: str = ""
+    watchdog: float = 3600.0
+    sample_interval: float = 1.0
+    security: str = "plaintext"
+    muxer: str = "mplex"
+    classes: tuple[ClassSpec, ...] = (ClassSpec("public"),)
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    join: JoinSpec = field(default_factory=JoinSpec)
+    node: NodeSpec = field(default_factory=NodeSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    events: tuple[EventSpec, ...] = ()
+
+    def with_overrides(self, *, nodes: int | None = None, seed: int | None = None) -> Scenario:
+        """This scenario with another node count or seed (checked as in a file)."""
+        changed = replace(
+            self,
+            nodes=self.nodes if nodes is None else nodes,
+            seed=self.seed if seed is None else seed,
+        )
+        _check_sizes(changed, self.name)
+        return changed
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, as plain JSON-able data."""
+        found: dict[str, Any] = _jsonable(asdict(self))
+        return found
+
+    def config_hash(self) -> str:
+        """SHA-256 (hex, 16 digits) of the canonical JSON of every field."""
+        text = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def class_counts(self) -> list[int]:
+        """How many of the non-bootstrap nodes each class gets (largest remainder)."""
+        others = self.nodes - self.join.bootstraps
+        total = sum(c.share for c in self.classes)
+        exact = [others * c.share / total for c in self.classes]
+        counts = [math.floor(x) for x in exact]
+        order = sorted(range(len(exact)), key=lambda i: counts[i] - exact[i])
+        for i in order[: others - sum(counts)]:
+            counts[i] += 1
+        return counts
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+_UNITS_S: Final = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_UNITS_BW: Final = {
+    "bps": 1 / 8,
+    "kbps": 1e3 / 8,
+    "mbps": 1e6 / 8,
+    "gbps": 1e9 / 8,
+    "b/s": 1.0,
+    "kb/s": 1e3,
+    "mb/s": 1e6,
+    "gb/s": 1e9,
+}
+_UNITS_SIZE: Final = {"b": 1, "kb": 1000, "mb": 10**6, "kib": 1024, "mib": 1 << 20}
+_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-zA-Z/]*)\s*$")
+
+
+class _Table:
+    """One TOML table being read: every read names its path; unknown keys are errors."""
+
+    def __init__(self, data: object, path: str, source: str) -> None:
+        self.source = source
+        self.path = path
+        if not isinstance(data, dict):
+            raise self.error(path or "scenario", f"must be a table, not {_kind(data)}")
+        self.data: dict[str, Any] = data
+        self.seen: set[str] = set()
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {name}: {message}")
+
+    def name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, parse: Callable[[Any, str], T], default: T) -> T:
+        self.seen.add(key)
+        if key not in self.data:
+            return default
+        try:
+            return parse(self.data[key], self.name(key))
+        except _Bad as bad:
+            raise self.error(bad.name, bad.message) from None
+
+    def require(self, key: str, parse: Callable[[Any, str], T]) -> T:
+        if key not in self.data:
+            raise self.error(self.name(key), "is required")
+        found: T | None = self.get(key, parse, None)
+        assert found is not None
+        return found
+
+    def sub(self, key: str) -> _Table:
+        self.seen.add(key)
+        return _Table(self.data.get(key, {}), self.name(key), self.source)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            where = self.path or "the top level"
+            raise self.error(self.name(unknown[0]), f"unknown field in {where}")
+
+
+class _Bad(Exception):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(name, message)
+        self.name = name
+        self.message = message
+
+
+def _kind(value: object) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _quantity(units: Mapping[str, float], what: str) -> Callable[[Any, str], float]:
+    def parse(value: Any, name: str) -> float:
+        if isinstance(value, bool):
+            raise _Bad(name, f"must be {what}, not a boolean")
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str) and value.strip().lower() in ("inf", "infinite", "unlimited"):
+            number = math.inf
+        elif isinstance(value, str) and (match := _QUANTITY.match(value)):
+            unit = match.group(2).lower()
+            if unit and unit not in units:
+                raise _Bad(name, f"unknown unit {match.group(2)!r} (use one of {sorted(units)})")
+            number = float(match.group(1)) * (units[unit] if unit else 1.0)
+        else:
+            raise _Bad(name, f"must be {what}, not {value!r}")
+        if math.isnan(number) or number < 0:
+            raise _Bad(name, f"must be {what} >= 0, not {value!r}")
+        return number
+
+    return parse
+
+
+_duration = _quantity(_UNITS_S, "a duration (seconds or e.g. '25ms')")
+_bandwidth = _quantity(_UNITS_BW, "a bandwidth (bytes/s or e.g. '10Mbps')")
+_size_any = _quantity(_UNITS_SIZE, "a size (bytes or e.g. '1KB')")
+
+
+def _size(value: Any, name: str) -> int:
+    number = _size_any(value, name)
+    if not math.isfinite(number):
+        raise _Bad(name, "must be a finite size")
+    return int(number)
+
+
+def _positive_duration(value: Any, name: str) -> float:
+    number = _duration(value, name)
+    if not 0 < number < math.inf:
+        raise _Bad(name, f"must be a duration > 0, not {value!r}")
+    return number
+
+
+def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[..., float]:
+    def parse(value: Any, name: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Bad(name, f"must be a number, not {_kind(value)}")
+        ok = (value > low if low_open else value >= low) and value <= high
+        if not ok or math.isnan(value):
+            bound = f"> {low}" if low_open else f">= {low}"
+            bound += f" and <= {high}" if high != math.inf else ""
+            raise _Bad(name, f"must be a number {bound}, not {value!r}")
+        return float(value)
+
+    return parse
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[Any, str], int]:
+    def parse(value: Any, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Bad(name, f"must be an integer, not {_kind(value)}")
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" + (f" and <= {high}" if high is not None else "")
+            raise _Bad(name, f"must be an integer {bound}, not {value!r}")
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def parse(value: Any, name: str) -> str:
+        if value not in options:
+            raise _Bad(name, f"must be one of {', '.join(options)}, not {value!r}")
+        return str(value)
+
+    return parse
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise _Bad(name, f"must be a string, not {_kind(value)}")
+    return value
+
+
+def _name(value: Any, name: str) -> str:
+    text = _text(value, name)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
+        raise _Bad(name, f"must be 1-64 letters, digits, '_', '.' or '-', not {text!r}")
+    return text
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(name, f"must be true or false, not {_kind(value)}")
+    return value
+
+
+def _array(item: Callable[[Any, str], T]) -> Callable[[Any, str], tuple[T, ...]]:
+    def parse(value: Any, name: str) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise _Bad(name, f"must be an array, not {_kind(value)}")
+        return tuple(item(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+    return parse
+
+
+def parse_scenario(data: Mapping[str, Any], source: str = "scenario") -> Scenario:
+    """Validate a scenario given as parsed TOML (``source`` names it in errors).
+
+    :raises ConfigError: a field is missing, unknown or invalid; the message names it.
+    """
+    top = _Table(dict(data), "", source)
+    name = top.get("name", _name, "scenario")
+    nodes = top.require("nodes", _integer(2, 100_000))
+    duration = top.require("duration", _positive_duration)
+    scenario = Scenario(
+        name=name,
+        nodes=nodes,
+        duration=duration,
+        seed=top.get("seed", _integer(0), 1),
+        description=top.get("description", _text, ""),
+        watchdog=top.get("watchdog", _positive_duration, 3600.0),
+        sample_interval=top.get("sample_interval", _positive_duration, 1.0),
+        classes=_classes(top),
+        network=_network(top.sub("network")),
+        join=_join(top.sub("join")),
+        node=_node(top.sub("node")),
+        workload=_workload(top.sub("workload")),
+        events=_events(top),
+        **_transport(top.sub("transport")),
+    )
+    top.finish()
+    _check_sizes(scenario, source)
+    return scenario
+
+
+def _transport(table: _Table) -> dict[str, str]:
+    found = {
+        "security": table.get("security", _choice(("plaintext", "noise")), "plaintext"),
+        "muxer": table.get("muxer", _choice(("mplex", "yamux")), "mplex"),
+    }
+    table.finish()
+    return found
+
+
+def _classes(top: _Table) -> tuple[ClassSpec, ...]:
+    raw = top.get("classes", lambda v, n: v, None)
+    if raw is None:
+        return (ClassSpec("public"),)
+    if not isinstance(raw, list) or not raw:
+        raise top.error("classes", "must be a non-empty array of tables ([[classes]])")
+    found: list[ClassSpec] = []
+    for i, item in enumerate(raw):
+        table = _Table(item, f"classes[{i}]", top.source)
+        spec = ClassSpec(
+            name=table.require("name", _name),
+            share=table.get("share", _number(0, low_open=True), 1.0),
+            nat=table.get("nat", _choice(_NATS), "public"),
+            uplink=table.get("uplink", _bandwidth, math.inf),
+            max_connections=table.get("max_connections", _integer(2), 160),
+            min_connections=table.get("min_connections", _integer(0), 8),
+            low_watermark=table.get("low_watermark", _integer(0), 32),
+            high_watermark=table.get("high_watermark", _integer(0), 96),
+        )
+        table.finish()
+        if spec.uplink == 0:
+            raise table.error(table.name("uplink"), "must be > 0")
+        if not spec.min_connections <= spec.max_connections:
+            raise table.error(table.name("min_connections"), "must be <= max_connections")
+        if not spec.low_watermark <= spec.high_watermark <= spec.max_connections:
+            raise table.error(
+                table.name("high_watermark"),
+                "need low_watermark <= high_watermark <= max_connections",
+            )
+        if spec.name in {c.name for c in found} or spec.name == "bootstrap":
+            raise table.error(table.name("name"), f"{spec.name!r} is taken")
+        found.append(spec)
+    return tuple(found)
+
+
+def _network(table: _Table) -> NetworkSpec:
+    latency_table = table.sub("latency")
+    spec = NetworkSpec(
+        latency=_latency(latency_table),
+        loss=table.get("loss", _number(0, 0.5), 0.0),
+        dial_fail_delay=table.get("dial_fail_delay", _duration, 5.0),
+    )
+    table.finish()
+    return spec
+
+
+def _latency(table: _Table) -> LatencySpec:
+    model = table.get("model", _choice(_LATENCY_MODELS), "constant")
+    spec = LatencySpec(
+        model=model,
+        value=table.get("value", _duration, 0.025),
+        min=table.get("min", _duration, 0.0125),
+        max=table.get("max", _duration, 0.0375),
+        regions=table.get("regions", _array(_name), ()),
+        weights=table.get("weights", _array(_number(0, low_open=True)), ()),
+        matrix=table.get("matrix", _array(_array(_duration)), ()),
+        jitter=table.get("jitter", _number(0, 1), 0.0),
+    )
+    table.finish()
+    used = {
+        "constant": {"model", "value"},
+        "uniform": {"model", "min", "max"},
+        "regions": {"model", "regions", "weights", "matrix", "jitter"},
+    }[model]
+    extra = sorted(set(table.data) - used)
+    if extra:
+        raise table.error(table.name(extra[0]), f"is not used by the {model!r} latency model")
+    if model == "uniform" and spec.min > spec.max:
+        raise table.error(table.name("min"), "must be <= max")
+    if model == "regions":
+        count = len(spec.regions)
+        if count == 0:
+            raise table.error(table.name("regions"), "must name at least one region")
+        if spec.weights and len(spec.weights) != count:
+            raise table.error(table.name("weights"), f"must have {count} entries, one per region")
+        if len(spec.matrix) != count or any(len(row) != count for row in spec.matrix):
+            raise table.error(table.name("matrix"), f"must be {count} rows of {count} latencies")
+    return spec
+
+
+def _join(table: _Table) -> JoinSpec:
+    spec = JoinSpec(
+        bootstraps=table.get("bootstraps", _integer(1, 1000), 1),
+        mode=table.get("mode", _choice(("fixed", "random")), "fixed"),
+        peers=table.get("peers", _integer(1, 100), 1),
+        concurrency=table.get("concurrency", _integer(1), 50),
+        rate=table.get("rate", _number(0), 0.0),
+        bootstrap_max_connections=table.get("bootstrap_max_connections", _integer(2), 1000),
+    )
+    table.finish()
+    return spec
+
+
+def _node(table: _Table) -> NodeSpec:
+    spec = NodeSpec(
+        ping_interval=table.get("ping_interval", _positive_duration, 10.0),
+        ping_timeout=table.get("ping_timeout", _positive_duration, 30.0),
+        handshake_timeout=table.get("handshake_timeout", _positive_duration, 10.0),
+        compression=table.get("compression", _boolean, True),
+        namespace_depth=table.get("namespace_depth", _integer(1, 8), 1),
+    )
+    table.finish()
+    if spec.ping_timeout <= spec.ping_interval:
+        raise table.error(table.name("ping_timeout"), "must be longer than ping_interval")
+    return spec
+
+
+def _routes(value: Any, name: str) -> tuple[int, float]:
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            percent = float(value[:-1])
+        except ValueError:
+            percent = -1.0
+        if not 0 < percent <= 100:
+            raise _Bad(name, f"must be a count or a percentage of the nodes, not {value!r}")
+        return 0, percent
+    return _integer(0)(value, name), 0.0
+
+
+def _workload(table: _Table) -> WorkloadSpec:
+    routes, routes_percent = table.get("routes", _routes, (10, 0.0))
+    spec = WorkloadSpec(
+        routes=routes,
+        routes_percent=routes_percent,
+        namespaces=table.get("namespaces", _integer(1), 2),
+        publishers=table.get("publishers", _integer(0), 1),
+        subscribers=table.get("subscribers", _integer(0), 3),
+        pattern_subscribers=table.get("pattern_subscribers", _integer(0), 0),
+        rate=table.get("rate", _number(0, low_open=True), 1.0),
+        size=table.get("size", _size, 256),
+        reliable=table.get("reliable", _boolean, False),
+        discovery=table.get("discovery", _choice(DISCOVERY_MODES), "both"),
+        start=table.get("start", _duration, 0.0),
+        declare_spread=table.get("declare_spread", _duration, 5.0),
+        drain=table.get("drain", _duration, 3.0),
+        discovery_window=table.get("discovery_window", _positive_duration, 20.0),
+    )
+    table.finish()
+    if spec.size > 1 << 20:
+        raise table.error(table.name("size"), "must be at most 1 MiB")
+    if spec.pattern_subscribers and spec.discovery == "dht":
+        raise table.error(
+            table.name("pattern_subscribers"),
+            "patterns are found through gossip only: set discovery to 'gossip' or 'both'",
+        )
+    return spec
+
+
+def _events(top: _Table) -> tuple[EventSpec, ...]:
+    raw: Any = top.get("events", lambda v, n: v, [])
+    if not isinstance(raw, list):
+        raise top.error("events", "must be an array of tables ([[events]])")
+    found = []
+    for i, item in enumerate(raw):
+        table = _Table(item, f"events[{i}]", top.source)
+        kind = table.require("kind", _choice(tuple(EVENT_KINDS)))
+        allowed = EVENT_KINDS[kind] | {"at", "kind"}
+        extra = sorted(set(table.data) - allowed)
+        if extra:
+            raise table.error(table.name(extra[0]), f"is not a field of a {kind!r} event")
+        spec = EventSpec(
+            at=table.require("at", _duration),
+            kind=kind,
+            count=table.get("count", _integer(1), None),
+            fraction=table.get("fraction", _number(0, 1, low_open=True), None),
+            target=table.get("target", _choice(_TARGETS), "any"),
+            restart_after=table.get("restart_after", _positive_duration, None),
+            every=table.get("every", _positive_duration, None),
+            until=table.get("until", _duration, None),
+            downtime=table.get("downtime", _positive_duration, None),
+            factor=table.get("factor", _number(0, low_open=True), None),
+            duration=table.get("duration", _positive_duration, None),
+        )
+        table.finish()
+        needs_amount = kind in ("kill", "crash", "churn")
+        if needs_amount and (spec.count is None) == (spec.fraction is None):
+            raise table.error(table.name("count"), f"a {kind!r} event needs count or fraction")
+        if kind == "partition" and spec.fraction is None:
+            raise table.error(table.name("fraction"), "a partition needs the fraction cut off")
+        if kind == "latency_spike" and spec.factor is None:
+            raise table.error(table.name("factor"), "a latency spike needs a factor")
+        if kind == "churn":
+            for key in ("every", "until", "downtime"):
+                if getattr(spec, key) is None:
+                    raise table.error(table.name(key), "is required for a churn event")
+            if spec.until is not None and spec.until < spec.at:
+                raise table.error(table.name("until"), "must not be before at")
+        found.append(spec)
+    return tuple(sorted(found, key=lambda e: e.at))
+
+
+def _check_sizes(scenario: Scenario, source: str) -> None:
+    """Checks that depend on the node count (re-run after ``--nodes``)."""
+
+    def fail(name: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {name}: {message}")
+
+    if not 2 <= scenario.nodes <= 100_000:
+        raise fail("nodes", f"must be an integer >= 2 and <= 100000, not {scenario.nodes}")
+    others = scenario.nodes - scenario.join.bootstraps
+    if others < 1:
+        raise fail("join.bootstraps", f"leaves no other node out of {scenario.nodes}")
+    work = scenario.workload
+    for key in ("publishers", "subscribers", "pattern_subscribers"):
+        if getattr(work, key) > others:
+            raise fail(f"workload.{key}", f"is more than the {others} non-bootstrap nodes")
+    if work.start + work.declare_spread + work.drain >= scenario.duration:
+        raise fail("duration", "leaves no time to publish after start, declare_spread and drain")
+    for i, event in enumerate(scenario.events):
+        if event.at > scenario.duration:
+            raise fail(f"events[{i}].at", f"is after the end ({scenario.duration} s)")
+        if event.kind in ("kill", "crash", "churn") and event.count is not None:
+            pool = scenario.join.bootstraps if event.target == "bootstrap" else others
+            if event.count > pool:
+                raise fail(f"events[{i}].count", f"is more than the {pool} nodes targeted")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file (a path, or the name of a stock scenario).
+
+    :raises ConfigError: the file cannot be read, is not TOML, or a field is invalid.
+    """
+    file = Path(path)
+    if not file.exists() and (STOCK_DIR / f"{path}.toml").exists():
+        file = STOCK_DIR / f"{path}.toml"
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read scenario {file}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file.name}: not valid TOML: {exc}") from None
+    return parse_scenario(data, file.name)
+
+
+def stock_scenarios() -> list[str]:
+    """Names of the stock scenarios in ``simnet/scenarios/``."""
+    return sorted(p.stem for p in STOCK_DIR.glob("*.toml"))
+
+
+def stock_scenario(name: str) -> Scenario:
+    """A stock scenario by name."""
+    if name not in stock_scenarios():
+        raise ConfigError(f"no stock scenario {name!r} (have: {', '.join(stock_scenarios())})")
+    return load_scenario(STOCK_DIR / f"{name}.toml")
