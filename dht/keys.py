@@ -17,6 +17,7 @@ This module knows only route ids (strings); it does not import :mod:`dndm_p2p`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from enum import Enum
 from typing import Final
@@ -26,6 +27,7 @@ import multihash
 
 __all__ = [
     "KEY_NAMESPACE",
+    "MAX_ROUTED_KEY_LENGTH",
     "NODE_RECORD_NAMESPACE",
     "RouteSide",
     "key_bytes",
@@ -67,6 +69,18 @@ def key_bytes(key: str) -> bytes:
     return bytes(parsed.multihash)
 
 
+#: Longest DHT key py-libp2p servers route: they refuse a FIND_NODE whose key is longer than 50
+#: bytes unless it parses as a multihash, so a value record under a longer key is stored on
+#: the writer alone and never found (shown in tests/test_discovery_dht.py).
+MAX_ROUTED_KEY_LENGTH: Final = 50
+
+
 def node_record_key(peer_id: str) -> str:
-    """The DHT key of a node's signed :class:`~protocols.v1.dht_pb2.NodeRecord`."""
-    return f"/{NODE_RECORD_NAMESPACE}/node/{peer_id}"
+    """The DHT key of a node's signed :class:`~protocols.v1.dht_pb2.NodeRecord`.
+
+    ``/dndm/node/`` and 32 base32 characters of the SHA-256 of the peer id: 43 bytes, short
+    enough for py-libp2p to route (see :data:`MAX_ROUTED_KEY_LENGTH`); the record inside names
+    the peer id in full, and the validator checks that it hashes to the key.
+    """
+    digest = base64.b32encode(hashlib.sha256(peer_id.encode()).digest()).decode().lower()
+    return f"/{NODE_RECORD_NAMESPACE}/node/{digest[:32]}"

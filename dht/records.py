@@ -1,10 +1,11 @@
 """DNDM's value records in the DHT, and the validator of the ``/dndm/`` namespace.
 
-A node stores one record under ``/dndm/node/<peer id>``: a :class:`NodeRecord` (its addresses,
-relay addresses included, and a sequence number) signed with its own libp2p key.  Anyone can
-check it without trusting the node that served it: the key names the peer id, the peer id
-embeds the public key, the public key checks the signature.  Of two valid records the higher
-sequence wins, so a node's newest addresses replace the old ones everywhere.
+A node stores one record under :func:`~dht.keys.node_record_key` (``/dndm/node/<hash of its
+peer id>``): a :class:`NodeRecord` (its addresses, relay addresses included, and a sequence
+number) signed with its own libp2p key.  Anyone can check it without trusting the node that
+served it: the record names the peer id, which must hash to the key; the peer id embeds the
+public key; the public key checks the signature.  Of two valid records the higher sequence
+wins, so a node's newest addresses replace the old ones everywhere.
 
 Every DNDM node registers :class:`DndmValidator` for the namespace and runs its DHT with
 ``strict_validation``: a record in an unknown namespace, a forged or oversize record, or one whose
@@ -83,18 +84,19 @@ def open_node_record(key: str, value: bytes) -> NodeAddresses:
     """
     if len(value) > MAX_NODE_RECORD_SIZE:
         raise MalformedFrame(f"node record of {len(value)} bytes exceeds {MAX_NODE_RECORD_SIZE}")
-    peer_text = _peer_of_key(key)
+    if not key.startswith(f"/{NODE_RECORD_NAMESPACE}/node/"):
+        raise MalformedFrame(f"{key!r} is not a /{NODE_RECORD_NAMESPACE}/node/ key")
     try:
         signed = dht_pb2.SignedNodeRecord.FromString(value)
         record = dht_pb2.NodeRecord.FromString(signed.record)
     except DecodeError as exc:
-        raise MalformedFrame(f"node record for {peer_text} does not decode: {exc}") from None
+        raise MalformedFrame(f"node record under {key} does not decode: {exc}") from None
     try:
         peer_id = ID(record.peer_id)
-        named = ID.from_base58(peer_text)
+        peer_text = peer_id.to_base58()
     except (ValueError, TypeError) as exc:
         raise MalformedFrame(f"node record names a bad peer id: {exc}") from None
-    if peer_id != named:
+    if node_record_key(peer_text) != key:
         raise MalformedFrame(f"node record under {key} is for {peer_id}")
     try:
         public_key = peer_id.extract_public_key()
@@ -111,13 +113,6 @@ def open_node_record(key: str, value: bytes) -> NodeAddresses:
     except Exception as exc:
         raise MalformedFrame(f"node record for {peer_id} has a bad address: {exc}") from None
     return NodeAddresses(str(peer_id), addrs, record.sequence, record.name)
-
-
-def _peer_of_key(key: str) -> str:
-    prefix = node_record_key("")
-    if not key.startswith(prefix) or len(key) == len(prefix) or "/" in key[len(prefix) :]:
-        raise MalformedFrame(f"{key!r} is not a /{NODE_RECORD_NAMESPACE}/node/<peer id> key")
-    return key[len(prefix) :]
 
 
 class DndmValidator(Validator):

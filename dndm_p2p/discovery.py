@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -55,6 +56,8 @@ LOOKUP_MAX_INTERVAL: Final = 30.0
 _FIRST_RETRY: Final = 0.5
 #: Seconds discovery waits for a handle that a connected peer already matches.
 COVERED_DELAY: Final = 1.0
+#: Shortest time between two stores of the node record, in seconds.
+_RECORD_MIN_INTERVAL: Final = 5.0
 #: How many peers of the address book a node dials at start.
 _REMEMBERED_PEERS: Final = 8
 
@@ -121,7 +124,9 @@ class Discovery:
                 await nursery.start(self.dht.run)
             if config.gossip:
                 gossip_config = GossipConfig(relay_all=config.bootstrap_server)
-                self.gossip = GossipAdverts(node.host, gossip_config, self._on_announcement)
+                self.gossip = GossipAdverts(
+                    node.host, gossip_config, self._on_announcement, addrs=node.advertised_addrs
+                )
                 await nursery.start(self.gossip.run)
             self._nursery = nursery
             if config.mdns:
@@ -130,6 +135,8 @@ class Discovery:
                 mdns = MdnsDiscovery(node.host, config.mdns_interfaces, self._on_mdns_peer)
                 await nursery.start(mdns.run)
             await self._join(config.bootstrap, self._remembered())
+            if self.dht is not None:
+                nursery.start_soon(self._node_record_loop, self.dht)
             handles: list[Intent[Any] | Interest[Any]] = [*node.router.intents()]
             handles.extend(node.router.interests())
             for handle in handles:
@@ -172,6 +179,42 @@ class Discovery:
         if bootstrap and not joined:
             self._node.report_error(Unavailable("no bootstrap node could be reached"))
         await self.seed(joined)
+        reached = {str(peer) for peer in joined}
+        assert self._nursery is not None
+        for addr in bootstrap:
+            if addr.rpartition("/p2p/")[2] not in reached:
+                self._nursery.start_soon(self._retry_bootstrap, addr)
+
+    async def _retry_bootstrap(self, addr: str) -> None:
+        """Keep trying a bootstrap node that was down at start; seed the DHT once it answers."""
+        delay = _FIRST_RETRY
+        while True:
+            await trio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, LOOKUP_MAX_INTERVAL)
+            try:
+                peer = await self._node.connect(addr, keep=True)
+            except (Unavailable, Closed):
+                continue
+            await self.seed([ID.from_base58(peer)])
+            return
+
+    async def _node_record_loop(self, dht: RouteDHT) -> None:
+        """Keep this node's signed addresses in the DHT: at start, whenever NAT traversal
+        changes them, and at the republish interval."""
+        node = self._node
+        while True:
+            changed = node.nat.changed if node.nat is not None else None
+            addrs = [str(addr) for addr in node.advertised_addrs()]
+            try:
+                await dht.put_node_record(addrs)
+            except Exception as exc:  # py-libp2p raises assorted errors for a failed put
+                node.report_error(Unavailable(f"storing the node record: {exc!r}"))
+            with trio.move_on_after(dht.config.republish_interval):
+                if changed is not None:
+                    await changed.wait()
+                    await trio.sleep(_RECORD_MIN_INTERVAL)  # let a burst of changes settle
+                else:
+                    await trio.sleep_forever()
 
     def _on_mdns_peer(self, peer: str, addrs: tuple[str, ...]) -> None:
         """mDNS found a peer on the LAN: remember it, connect, and add it to the DHT."""
@@ -375,8 +418,9 @@ def _pattern_of(handle: Intent[Any] | Interest[Any]) -> Any:
 def _addrs_of(info: Libp2pPeerInfo) -> tuple[str, ...]:
     """Dialable multiaddrs of a provider record, without their ``/p2p/<id>`` part."""
     found = []
+    suffix = f"/p2p/{info.peer_id}"
     for addr in info.addrs:
         text = str(addr)
-        head, sep, _ = text.partition("/p2p/")
-        found.append(head if sep else text)
+        # Only the trailing /p2p/<id>: a relayed address has another /p2p/ inside it.
+        found.append(text.removesuffix(suffix))
     return tuple(dict.fromkeys(found))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import cid
@@ -15,12 +17,12 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.tools.anyio_service import background_trio_service
 
-from dht.keys import RouteSide, key_bytes, node_record_key, route_key
+from dht.keys import MAX_ROUTED_KEY_LENGTH, RouteSide, key_bytes, node_record_key, route_key
 from dht.records import DndmValidator, open_node_record, sign_node_record
 from dndm_p2p.config import NodeConfig
 from dndm_p2p.errors import MalformedFrame
 from dndm_p2p.host import HostConfig, running_host
-from dndm_p2p.identity import generate_identity
+from dndm_p2p.identity import generate_identity, load_or_create_identity
 from dndm_p2p.node import Node
 from dndm_p2p.route import HashedRoute, PlainRoute
 from protocols.v1 import ping_pb2
@@ -175,3 +177,64 @@ def _maddr(text: str) -> Any:
     from multiaddr import Multiaddr
 
     return Multiaddr(text)
+
+
+async def test_a_bootstrap_node_down_at_start_is_joined_when_it_comes_up(tmp_path: Path) -> None:
+    key_file = tmp_path / "boot.key"
+    boot_id = str(ID.from_pubkey(load_or_create_identity(key_file).public_key))
+    with socket.socket() as probe:  # a free port for the bootstrap node to come up on later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    boot_addr = f"/ip4/127.0.0.1/tcp/{port}"
+    config = NodeConfig(name="n", dht=True, bootstrap=(f"{boot_addr}/p2p/{boot_id}",))
+    async with Node(config) as node:
+        assert any("no bootstrap node" in str(e) for e in node.errors)
+        boot_config = NodeConfig(
+            name="boot", dht=True, bootstrap_server=True, key_file=key_file, listen=(boot_addr,)
+        )
+        async with Node(boot_config) as boot:
+            await eventually(lambda: node.session(boot.peer_id) is not None, seconds=30)
+            dht = node.discovery.dht if node.discovery is not None else None
+            assert dht is not None
+            await eventually(lambda: dht.kad.get_routing_table_size() >= 1)
+
+
+async def test_nodes_store_their_signed_addresses_in_the_dht() -> None:
+    async with bootstrapped(2, dht=True, gossip=False) as (_, nodes):
+        wanted = nodes[1]
+        assert nodes[0].discovery is not None
+        dht = nodes[0].discovery.dht
+        assert dht is not None
+        found = None
+        with trio.fail_after(20):
+            for _ in range(200):  # the record is stored shortly after the node joins
+                found = await dht.get_node_record(wanted.peer_id)
+                if found is not None:
+                    break
+                await trio.sleep(0.1)
+        assert found is not None
+        assert found.peer_id == wanted.peer_id
+        assert found.name == wanted.name
+        assert set(found.addrs) == {str(a) for a in wanted.advertised_addrs()}
+
+
+async def test_py_libp2p_servers_route_no_key_longer_than_50_bytes() -> None:
+    """The py-libp2p bug dht.keys.node_record_key works around: a server resets a FIND_NODE
+    whose key is longer than 50 bytes (unless it is a multihash), so a lookup for such a key
+    finds no peer and a value stored under it never leaves its writer."""
+    async with (
+        running_host(generate_identity(), HostConfig()) as server_host,
+        running_host(generate_identity(), HostConfig()) as client_host,
+    ):
+        server, client = KadDHT(server_host, DHTMode.SERVER), KadDHT(client_host, DHTMode.SERVER)
+        async with background_trio_service(server), background_trio_service(client):
+            addr = f"{server_host.get_transport_addrs()[0]}/p2p/{server_host.get_id()}"
+            await client_host.connect(info_from_p2p_addr(_maddr(addr)))
+            await client.add_peer(server_host.get_id())
+            long_key = f"/dndm/node/{client_host.get_id()}".encode()
+            assert len(long_key) > MAX_ROUTED_KEY_LENGTH
+            assert await client.peer_routing.find_closest_peers_network(long_key) == []
+            short_key = node_record_key(str(client_host.get_id())).encode()
+            assert len(short_key) <= MAX_ROUTED_KEY_LENGTH
+            found = await client.peer_routing.find_closest_peers_network(short_key)
+            assert found == [server_host.get_id()]
