@@ -510,8 +510,10 @@ class Node:
                 channel.send_nowait(event)
             except trio.WouldBlock:
                 continue
-            except trio.ClosedResourceError:
-                self._event_channels.remove(channel)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                # Closed at shutdown, or its consumer left events(): nobody reads it any more.
+                if channel in self._event_channels:
+                    self._event_channels.remove(channel)
 
     def report_error(self, error: DndmError, *, peer: str | None = None) -> None:
         """Record an error of background work and deliver it as an event."""

@@ -9,6 +9,7 @@ import trio
 
 from dndm_p2p import HashedRoute
 from dndm_p2p.config import NodeConfig
+from dndm_p2p.errors import Unavailable
 from dndm_p2p.node import Node
 from tests.nodes import FAST, mesh, receive
 from tests.proto.messages_pb2 import Bar, Foo
@@ -317,3 +318,10 @@ async def test_a_subscriber_stalled_past_yamux_patience_keeps_its_stream() -> No
         assert b.session(a.peer_id) is session
         assert a.error_count == 0
         assert b.error_count == 0
+
+
+async def test_an_event_consumer_that_closed_its_channel_does_not_break_the_node() -> None:
+    async with Node(NodeConfig(name="a")) as node, node.events() as events:
+        await events.aclose()
+        node.report_error(Unavailable("after the consumer closed its channel"))
+        assert node.error_count == 1
