@@ -481,6 +481,11 @@ class Node:
                 )
         return found
 
+    @property
+    def wanted_peers(self) -> frozenset[str]:
+        """Peers the application or the configuration asked to keep connected."""
+        return frozenset(self._wanted)
+
     def session(self, peer: str) -> PeerSession | None:
         """The running session with ``peer``, if any."""
         session = self._sessions.get(peer)

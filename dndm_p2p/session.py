@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -127,7 +126,7 @@ class PeerSession:
         self._sent_frames = itertools.count(1)
         #: Data streams the peer opened that are still being served (links or not yet).
         self.pending_data_streams = 0
-        self._last_heard = time.monotonic()
+        self._last_heard = trio.current_time()
         self._nursery: trio.Nursery | None = None
         self._writer: FrameWriter | None = None
         self._ctl_stream: INetStream | None = None
@@ -293,13 +292,31 @@ class PeerSession:
                         await writer.write_messages(self._stamped(f) for f in last)
                 await _close_quietly(stream)
 
+    def _watched(self) -> bool:
+        """True when the peer's health matters: the session has links, the application asked
+        for the peer, or its round-trip time is not known yet.  Other sessions (the many a DHT
+        or a gossip mesh opens) send no pings: liveness costs nothing until it matters."""
+        return bool(
+            self.inbound
+            or self.outbound
+            or self.peer in self.node.wanted_peers
+            or self.stats.rtt_us is None
+        )
+
     async def _ping_loop(self) -> None:
         interval = self.node.config.ping_interval
         timeout = self.node.config.ping_timeout
         nonce = secrets.randbits(32)
+        watched_since: float | None = None
         while True:
             await trio.sleep(interval)
-            silent = time.monotonic() - self._last_heard
+            if not self._watched():
+                watched_since = None
+                continue
+            now = trio.current_time()
+            if watched_since is None:
+                watched_since = now
+            silent = now - max(self._last_heard, watched_since)
             if silent > timeout:
                 raise ConnectionLost(f"{self.peer} has not answered for {silent:.1f} s")
             nonce += 1
@@ -343,7 +360,7 @@ class PeerSession:
                     self.close()
                     return
                 nonce = frame.header.sequence
-                self._last_heard = time.monotonic()
+                self._last_heard = trio.current_time()
                 self._on_frame(frame)
         except DndmError as exc:
             if isinstance(exc, ProtocolError) and not isinstance(exc, VersionMismatch):
@@ -356,7 +373,7 @@ class PeerSession:
 
     def _on_hello(self, frame: control_pb2.ControlFrame) -> None:
         hello = frame.hello
-        self._last_heard = time.monotonic()
+        self._last_heard = trio.current_time()
         if hello.protocol_version != PROTOCOL_VERSION:
             self._queue_frame(
                 _result_frame(

@@ -11,7 +11,7 @@ from dndm_p2p import HashedRoute
 from dndm_p2p.config import NodeConfig
 from dndm_p2p.errors import Unavailable
 from dndm_p2p.node import Node
-from tests.nodes import FAST, mesh, receive
+from tests.nodes import FAST, eventually, mesh, receive
 from tests.proto.messages_pb2 import Bar, Foo
 
 
@@ -325,3 +325,20 @@ async def test_an_event_consumer_that_closed_its_channel_does_not_break_the_node
         await events.aclose()
         node.report_error(Unavailable("after the consumer closed its channel"))
         assert node.error_count == 1
+
+
+async def test_idle_sessions_stop_pinging_until_they_carry_a_link() -> None:
+    """Sessions a DHT or gossip mesh opens by the hundred cost no traffic while idle; once a
+    link runs over one, health checks resume."""
+    config = {"ping_interval": 0.05, "ping_timeout": 1.0}
+    async with Node(NodeConfig(name="a", **config)) as a, Node(NodeConfig(name="b", **config)) as b:
+        await b.connect(a.addrs[0], keep=False)
+        session = b.session(a.peer_id)
+        assert session is not None
+        await eventually(lambda: session.stats.rtt_us is not None)
+        idle_pings = session.stats.pings_sent
+        await trio.sleep(0.5)  # ten ping intervals with nothing to watch
+        assert session.stats.pings_sent <= idle_pings + 1
+        async with a.publish("x.y", Foo) as intent, b.subscribe("x.y", Foo):
+            await intent.wait_interest()
+            await eventually(lambda: session.stats.pings_sent >= idle_pings + 3, seconds=10)
