@@ -361,6 +361,8 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace an existing key file (a new peer id)"
     )
 
+    commands.add_parser("sim", help="emulate DNDM meshes under virtual time (dndm sim --help)")
+
     node = commands.add_parser(
         "node", help="run a node until SIGINT/SIGTERM, printing events as JSON lines"
     )
@@ -481,6 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     :class:`~dndm_p2p.errors.DndmError` is printed as ``dndm: error: <message>`` and gives 3 when
     it is transient, else 2.
     """
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["sim"]:  # simnet is imported only for this command
+        from simnet.cli import main as sim_main
+
+        return sim_main(words[1:])
     args = parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "demo": _cmd_demo,

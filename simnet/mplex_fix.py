@@ -10,20 +10,22 @@ its own reader, which waits for credit that the subscriber only grants on frames
 ``tests/test_simnet_mplex.py`` shows it.  yamux is not affected (it only takes the write side).
 
 DNDM's own hosts use yamux only; simulations use mplex because it is much cheaper per
-connection.  :func:`install_mplex_duplex_fix` gives every mplex stream created afterwards
+connection.  :func:`mplex_duplex_fix` gives every mplex stream created inside its block
 independent locks: one reader at a time and one writer at a time, as a TCP socket allows.
+:func:`mplex_duplex_fix` does the same while its block runs (the runner uses it around a run,
+so that other code in the process keeps py-libp2p's own behaviour).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import trio
 from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
 
-__all__ = ["DuplexLock", "install_mplex_duplex_fix", "mplex_duplex_fix_installed"]
+__all__ = ["DuplexLock", "mplex_duplex_fix", "mplex_duplex_fix_installed"]
 
 
 class DuplexLock:
@@ -57,12 +59,18 @@ def _init_with_duplex_lock(self: MplexStream, *args: Any, **kwargs: Any) -> None
     self.rw_lock = DuplexLock()  # type: ignore[assignment]
 
 
-def install_mplex_duplex_fix() -> None:
-    """Make mplex streams created from now on full duplex (idempotent)."""
+@contextmanager
+def mplex_duplex_fix() -> Iterator[None]:
+    """Inside the block, mplex streams created are full duplex; py-libp2p's own on exit."""
+    previous = MplexStream.__init__
     MplexStream.__init__ = _init_with_duplex_lock  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        MplexStream.__init__ = previous  # type: ignore[method-assign]
 
 
 def mplex_duplex_fix_installed() -> bool:
-    """Whether :func:`install_mplex_duplex_fix` is in force."""
+    """Whether :func:`mplex_duplex_fix` is in force."""
     installed: bool = MplexStream.__init__ is _init_with_duplex_lock
     return installed

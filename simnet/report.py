@@ -31,7 +31,7 @@ from .metrics import RunData, load_events, summarize
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["HEADLINE", "compare_runs", "load_run", "write_report"]
+__all__ = ["HEADLINE", "compare_runs", "format_value", "load_run", "write_report"]
 
 #: The figures of the headline table: (key, label, unit); unit ``%`` shows ratios as percent.
 HEADLINE: Final = (
@@ -97,7 +97,8 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], RunData]:
     return manifest, data
 
 
-def _shown(value: Any, unit: str) -> str:
+def format_value(value: Any, unit: str) -> str:
+    """``value`` for a table: ``%`` as percent, ``B`` as bytes, ``x`` as a speed-up."""
     if value is None:
         return "-"
     if isinstance(value, float) and not math.isfinite(value):
@@ -160,7 +161,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
         "",
         _markdown_table(
             ["metric", "value"],
-            [[label, _shown(summary.get(key), unit)] for key, label, unit in HEADLINE],
+            [[label, format_value(summary.get(key), unit)] for key, label, unit in HEADLINE],
         ),
         "",
         "## Phases",
@@ -170,10 +171,10 @@ def write_report(run_dir: Path) -> dict[str, Any]:
             [
                 [
                     name,
-                    _shown(p["virtual_s"], ""),
-                    _shown(p["wall_s"], ""),
-                    _shown(p["cpu_s"], ""),
-                    _shown(p["speedup"], "x"),
+                    format_value(p["virtual_s"], ""),
+                    format_value(p["wall_s"], ""),
+                    format_value(p["cpu_s"], ""),
+                    format_value(p["speedup"], "x"),
                 ]
                 for name, p in manifest["phases"].items()
             ],
@@ -184,7 +185,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
         _markdown_table(
             ["class", "subscriptions", "succeeded", "success"],
             [
-                [cls, str(r["eligible"]), str(r["succeeded"]), _shown(r["success"], "%")]
+                [cls, str(r["eligible"]), str(r["succeeded"]), format_value(r["success"], "%")]
                 for cls, r in by_class.items()
             ],
         ),
@@ -204,8 +205,8 @@ def write_report(run_dir: Path) -> dict[str, Any]:
             [
                 [
                     str(r["node"]),
-                    _shown(r["peak_conns"], ""),
-                    _shown(r["conns"], ""),
+                    format_value(r["peak_conns"], ""),
+                    format_value(r["conns"], ""),
                     _bytes(r["bytes_out"]),
                     _bytes(r["bytes_in"]),
                     str(r["dials_in"]),
@@ -339,7 +340,7 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path) -> Path:
             va, vb = a.get(key), b.get(key)
             shown_a, shown_b = ("" if v is None else v for v in (va, vb))
             writer.writerow([key, shown_a, shown_b, _delta(va, vb)])
-            rows.append([label, _shown(va, unit), _shown(vb, unit), _delta(va, vb)])
+            rows.append([label, format_value(va, unit), format_value(vb, unit), _delta(va, vb)])
     text = "\n".join(
         [
             f"# simnet comparison: {name_a} vs {name_b}",

@@ -58,7 +58,7 @@ from protocols.v1 import ping_pb2
 from .clock import key_pair_from, libp2p_virtual_time, mock_clock, seeded_random
 from .hosts import SimHostOptions, running_sim_host
 from .metrics import EventLog
-from .mplex_fix import install_mplex_duplex_fix
+from .mplex_fix import mplex_duplex_fix
 from .net import Nat, NodeClass, SimNetwork, SimNode
 from .scenario import EventSpec, LatencySpec, Scenario
 
@@ -308,8 +308,9 @@ class _Runner:
         if join.mode == "random":
             pool = [s for s in self.slots if s.up and s is not slot]
             picked = rng.sample(pool, min(join.peers, len(pool)))
-        else:
-            picked = boots[: join.peers]
+        else:  # each node its own bootstrap servers, round robin
+            count = min(join.peers, len(boots))
+            picked = [boots[(slot.index + k) % len(boots)] for k in range(count)]
         return tuple(_addr(s) for s in picked)
 
     async def node_task(
@@ -830,20 +831,22 @@ def run_scenario(
     Must be called outside any trio run (it starts its own, under a mock clock).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    if scenario.muxer == "mplex":
-        install_mplex_duplex_fix()
     wall, cpu = time.monotonic(), time.process_time()
     with EventLog(out_dir / "events.jsonl") as log:
         runner = _Runner(scenario, out_dir, log, progress)
         runner.build()
-        quiet = logging.getLogger("libp2p")
-        previous = quiet.level
-        quiet.setLevel(logging.CRITICAL)
+        # Thousands of nodes closing at once would flood the terminal with their warnings;
+        # what matters is in the events.
+        loggers = [logging.getLogger(name) for name in ("libp2p", "dndm_p2p", "dht", "nat")]
+        levels = [logger.level for logger in loggers]
+        for quiet in loggers:
+            quiet.setLevel(logging.CRITICAL)
         try:
-            with libp2p_virtual_time(epoch=EPOCH):
+            with libp2p_virtual_time(epoch=EPOCH), mplex_duplex_fix():
                 trio.run(runner.main, clock=mock_clock())
         finally:
-            quiet.setLevel(previous)
+            for quiet, level in zip(loggers, levels, strict=True):
+                quiet.setLevel(level)
     wall_s, cpu_s = time.monotonic() - wall, time.process_time() - cpu
     virtual_s = runner.marks["end"][0] if "end" in runner.marks else 0.0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
