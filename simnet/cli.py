@@ -22,7 +22,7 @@ from typing import TextIO
 
 from protocols.errors import ConfigError
 
-from .report import HEADLINE, format_value, compare_runs, load_run, write_report
+from .report import HEADLINE, compare_runs, format_value, load_run, write_report
 from .runner import Progress, check_out_dir, default_run_dir, run_scenario
 from .scenario import load_scenario, stock_scenarios
 
@@ -132,7 +132,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     run_dir: Path = args.out if args.out is not None else default_run_dir(scenario)
     check_out_dir(run_dir)
     bar = None if args.quiet else ProgressBar(sys.stderr)
-    out.write(f"running {scenario.name}: {scenario.nodes} nodes, seed {scenario.seed} -> {run_dir}\n")
+    out.write(f"running {scenario.name}: {scenario.nodes} nodes, seed {scenario.seed}")
+    out.write(f" -> {run_dir}\n")
     try:
         result = run_scenario(scenario, run_dir, progress=bar)
     finally:

@@ -21,7 +21,7 @@ DUPLEX = TProtocol("/simnet-test/duplex/1.0.0")
 
 
 @asynccontextmanager
-async def duplex_stream() -> AsyncIterator[tuple[INetStream, list[bytes]]]:
+async def duplex_stream() -> AsyncIterator[tuple[INetStream, list[bytes], trio.Event]]:
     """An mplex stream to a peer that keeps what it receives (and never writes)."""
     net = SimNetwork(latency=0.01)
     nodes = [net.add_node(), net.add_node()]
@@ -44,7 +44,7 @@ async def duplex_stream() -> AsyncIterator[tuple[INetStream, list[bytes]]]:
             await dialer.connect(PeerInfo(listener.get_id(), [nodes[1].listen_addr()]))
             stream = await dialer.new_stream(listener.get_id(), [DUPLEX])
         assert isinstance(stream.muxed_stream, MplexStream)
-        yield stream, received
+        yield stream, received, got
         await stream.reset()
 
 
@@ -65,7 +65,7 @@ async def test_stock_mplex_write_waits_for_a_parked_reader(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     assert not mplex_duplex_fix_installed()
-    async with duplex_stream() as (stream, received):
+    async with duplex_stream() as (stream, received, _):
         assert not await write_while_reading(stream), "py-libp2p fixed it: drop simnet.mplex_fix"
         assert received == []
 
@@ -73,10 +73,9 @@ async def test_stock_mplex_write_waits_for_a_parked_reader(
 async def test_fixed_mplex_is_full_duplex(autojump_clock: trio.testing.MockClock) -> None:
     with mplex_duplex_fix():
         assert mplex_duplex_fix_installed()
-        async with duplex_stream() as (stream, received):
+        async with duplex_stream() as (stream, received, got):
             assert await write_while_reading(stream)
             with trio.fail_after(5):
-                while not received:
-                    await trio.sleep(0.01)
+                await got.wait()
             assert received == [b"hello"]
     assert not mplex_duplex_fix_installed()

@@ -156,7 +156,7 @@ def test_load_scenario_reports_bad_files(tmp_path: Path) -> None:
         load_scenario(tmp_path / "missing.toml")
     broken = tmp_path / "broken.toml"
     broken.write_text("nodes = [1,")
-    with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
         load_scenario(broken)
     good = tmp_path / "good.toml"
     good.write_text('name = "good"\nnodes = 4\nduration = "10s"\n')
