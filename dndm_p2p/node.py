@@ -688,6 +688,11 @@ class Node:
                 self._moving[peer] = (session, other.muxed_conn)
                 return
 
+    def moving(self, session: PeerSession) -> bool:
+        """True while ``session``'s relayed connection is giving way to a direct one."""
+        moving = self._moving.get(session.peer)
+        return moving is not None and moving[0] is session
+
     def _moved(self, session: PeerSession) -> bool:
         """True (and a new session is on its way) when ``session`` ended because its relayed
         connection gave way to a direct one."""

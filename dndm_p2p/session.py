@@ -515,7 +515,10 @@ class PeerSession:
                 with trio.move_on_after(1):
                     await _write_quietly(writer, data_result(exc, link_id=link.link_id))
             except DndmError as exc:  # connection lost, or the publisher refused the link
-                self.node.report_error(exc, peer=self.peer)
+                if not (isinstance(exc, ConnectionLost) and self.node.moving(self)):
+                    # (A relayed connection giving way to a direct one is no error: the link
+                    # resumes on the new session.)
+                    self.node.report_error(exc, peer=self.peer)
                 failed = True
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):

@@ -141,6 +141,9 @@ async def test_cone_nats_link_through_the_relay_then_move_to_a_direct_connection
         direct = await b.wait_for(_nat_event("direct"), what="a direct connection", seconds=60)
         assert first_before(b, figures["first_index"], direct), "first message was not relayed"
         await b.wait_for(_nat_event("peer_moved"), what="the session moving", seconds=30)
+        # The move is no error: the links resume on the new session without complaint.
+        errors = [r for p in (a, b) for r in p.out if r.get("event") == "error"]
+        assert not [r for r in errors if "ended the link" in str(r.get("detail"))], errors
         conns = (await _status(b))["conns"][figures["a_id"]]
         assert conns == [[f"/ip4/{lab_wan('a')}/tcp/{PORT}"]], conns
         reach = await _check_reachability(procs)
