@@ -143,7 +143,8 @@ class NodeSpec:
 class WorkloadSpec:
     """What the nodes publish and subscribe to once all have joined.
 
-    ``routes`` routes (``ns<k>.route<i>.data``, spread over ``namespaces`` namespaces), each
+    ``routes`` routes (``ns<k>.route<i>.data``, spread over ``namespaces`` namespaces; either
+    may be a percentage: of the nodes, of the routes), each
     with ``publishers`` publishing nodes and ``subscribers`` subscribing nodes, plus
     ``pattern_subscribers`` nodes subscribing to ``ns<k>.*.data``.  Declarations are spread
     over ``declare_spread`` seconds after ``start``.  Each publisher sends ``rate`` messages a
@@ -155,6 +156,8 @@ class WorkloadSpec:
     #: When > 0, the number of routes is this percentage of the nodes (at least 1).
     routes_percent: float = 0.0
     namespaces: int = 2
+    #: When > 0, the number of namespaces is this percentage of the routes (at least 1).
+    namespaces_percent: float = 0.0
     publishers: int = 1
     subscribers: int = 3
     pattern_subscribers: int = 0
@@ -172,6 +175,12 @@ class WorkloadSpec:
         if self.routes_percent > 0:
             return max(1, round(nodes * self.routes_percent / 100))
         return self.routes
+
+    def namespace_count(self, routes: int) -> int:
+        """How many namespaces ``routes`` routes are spread over."""
+        if self.namespaces_percent > 0:
+            return max(1, round(routes * self.namespaces_percent / 100))
+        return self.namespaces
 
 
 @dataclass(frozen=True)
@@ -577,24 +586,31 @@ def _node(table: _Table) -> NodeSpec:
     return spec
 
 
-def _routes(value: Any, name: str) -> tuple[int, float]:
-    if isinstance(value, str) and value.endswith("%"):
-        try:
-            percent = float(value[:-1])
-        except ValueError:
-            percent = -1.0
-        if not 0 < percent <= 100:
-            raise _Bad(name, f"must be a count or a percentage of the nodes, not {value!r}")
-        return 0, percent
-    return _integer(0)(value, name), 0.0
+def _count_or_percent(of: str, low: int) -> Callable[[Any, str], tuple[int, float]]:
+    def parse(value: Any, name: str) -> tuple[int, float]:
+        if isinstance(value, str) and value.endswith("%"):
+            try:
+                percent = float(value[:-1])
+            except ValueError:
+                percent = -1.0
+            if not 0 < percent <= 100:
+                raise _Bad(name, f"must be a count or a percentage of the {of}, not {value!r}")
+            return 0, percent
+        return _integer(low)(value, name), 0.0
+
+    return parse
 
 
 def _workload(table: _Table) -> WorkloadSpec:
-    routes, routes_percent = table.get("routes", _routes, (10, 0.0))
+    routes, routes_percent = table.get("routes", _count_or_percent("nodes", 0), (10, 0.0))
+    namespaces, namespaces_percent = table.get(
+        "namespaces", _count_or_percent("routes", 1), (2, 0.0)
+    )
     spec = WorkloadSpec(
         routes=routes,
         routes_percent=routes_percent,
-        namespaces=table.get("namespaces", _integer(1), 2),
+        namespaces=namespaces,
+        namespaces_percent=namespaces_percent,
         publishers=table.get("publishers", _integer(0), 1),
         subscribers=table.get("subscribers", _integer(0), 3),
         pattern_subscribers=table.get("pattern_subscribers", _integer(0), 0),
