@@ -140,15 +140,20 @@ class RouteDHT:
     # -- routing table ----------------------------------------------------------------------------
 
     async def add_peers(self, peers: Iterable[ID]) -> int:
-        """Seed the routing table with connected ``peers`` and refresh it; returns its size.
+        """Seed the routing table with connected ``peers`` and look this node up; returns the
+        routing table's size.
 
         py-libp2p does not add a peer to the routing table on connect: this is how a node
-        joins through its bootstrap nodes (and peers found by mDNS or its address book).
+        joins through its bootstrap nodes (and peers found by mDNS or its address book).  The
+        join is Kademlia's: one lookup of the node's own id, which fills the routing table with
+        its neighbours and makes it known to them.  (py-libp2p's ``refresh_routing_table`` adds
+        a lookup per bucket, connecting a joining node to most of a small mesh; its maintenance
+        loop still runs one every 10 minutes.)
         """
         kad = self.kad
         for peer in peers:
             await kad.add_peer(peer)
-        await kad.refresh_routing_table()
+        await kad.peer_routing.find_closest_peers_network(self._host.get_id().to_bytes())
         return int(kad.get_routing_table_size())
 
     # -- providing --------------------------------------------------------------------------------

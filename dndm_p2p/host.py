@@ -53,6 +53,7 @@ from .libp2p_fixes import (
     keep_new_connections_on_close_peer,
     release_inbound_slots,
     require_listeners,
+    size_resource_manager,
     track_listeners,
     unwrap_host_run_exception,
 )
@@ -210,6 +211,7 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
     track_listeners(host)
     release_inbound_slots(host)
     keep_new_connections_on_close_peer(host)
+    size_resource_manager(host, config.max_connections)
     return host
 
 

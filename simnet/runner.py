@@ -47,16 +47,11 @@ from libp2p.abc import IHost, INetStream
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import StreamHandlerFn, TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
-from libp2p.network.swarm import Swarm
-from libp2p.rcmgr import new_resource_manager
-from libp2p.rcmgr.connection_limits import (
-    ConnectionLimits,
-    new_connection_limits_with_defaults,
-)
 
 from dndm_p2p.config import NodeConfig
 from dndm_p2p.identity import save_identity
 from dndm_p2p.intent import Intent
+from dndm_p2p.libp2p_fixes import size_resource_manager
 from dndm_p2p.node import Node
 from protocols.errors import ConfigError
 from protocols.v1 import ping_pb2
@@ -302,7 +297,7 @@ class _Runner:
     async def _host(self, slot: _Slot, key_pair: KeyPair) -> AsyncIterator[IHost]:
         async with running_sim_host(self.net, slot.sim, key_pair, self.options) as host:
             _count_kad_streams(host, slot)
-            _raise_resource_limits(host, slot.sim.node_class.max_connections)
+            size_resource_manager(host, slot.sim.node_class.max_connections)
             yield host
 
     # -- nodes ----------------------------------------------------------------------------
@@ -791,29 +786,6 @@ def _count_kad_streams(host: IHost, slot: _Slot) -> None:
 
     host.new_stream = counting_new_stream  # type: ignore[method-assign]
     host.set_stream_handler = counting_set_handler  # type: ignore[method-assign,assignment]
-
-
-def _raise_resource_limits(host: IHost, limit: int) -> None:
-    """Let ``host`` hold ``limit`` connections when that is above py-libp2p's defaults.
-
-    py-libp2p's default resource manager admits at most 256 established inbound connections
-    and 64 pending ones, whatever the connection manager allows: a bootstrap server of a
-    1,000-node mesh would refuse most joins.
-    """
-    default = new_connection_limits_with_defaults()
-    if limit <= (default.max_established_inbound or 0):
-        return
-    swarm = host.get_network()
-    if isinstance(swarm, Swarm):
-        limits = ConnectionLimits(
-            max_pending_inbound=limit,
-            max_pending_outbound=limit,
-            max_established_inbound=limit,
-            max_established_outbound=limit,
-            max_established_per_peer=default.max_established_per_peer,
-            max_established_total=limit,
-        )
-        swarm.set_resource_manager(new_resource_manager(connection_limits=limits))
 
 
 def _versions() -> dict[str, str]:

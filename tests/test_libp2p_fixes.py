@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -41,6 +42,7 @@ from dndm_p2p.libp2p_fixes import (
     encode_ed25519_private_key,
     forget_peer_addrs,
     require_listeners,
+    size_resource_manager,
     track_listeners,
     unwrap_host_run_exception,
 )
@@ -412,3 +414,22 @@ async def test_bug_close_peer_forgets_a_connection_that_arrived_meanwhile() -> N
 async def test_fix_keep_new_connections_on_close_peer() -> None:
     with trio.fail_after(20):
         assert await _listed_after_close_peer(fixed=True)
+
+
+def _inbound_cap(host: Any) -> int | None:
+    manager = host.get_network()._resource_manager
+    return None if manager is None else manager.connection_limits.max_established_inbound
+
+
+def test_bug_the_default_resource_manager_admits_256_inbound_connections() -> None:
+    """py-libp2p caps established inbound connections at 256 whatever the connection manager
+    allows (the default max_connections is already 300)."""
+    host = new_host(key_pair=generate_identity())
+    assert _inbound_cap(host) == 256
+
+
+async def test_hosts_admit_as_many_connections_as_configured() -> None:
+    async with running_host(generate_identity(), HostConfig(max_connections=1000)) as host:
+        assert _inbound_cap(host) == 1000
+    size_resource_manager(host, 100)  # under py-libp2p's cap: left alone
+    assert _inbound_cap(host) == 1000
