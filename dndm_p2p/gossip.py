@@ -383,6 +383,7 @@ class GossipAdverts:
         network = self.host.get_network()
         notifees_before = list(getattr(network, "notifees", []))
         router = _DndmGossipSub(**gossipsub_options(self.config.heartbeat))
+        router.flood_relay = self.config.relay_all
         pubsub = _DndmPubsub(
             self.host,
             router,
@@ -600,8 +601,15 @@ class _DndmGossipSub(GossipSub):
     mesh is formed (a GRAFT after a subscription, or the next heartbeat) it goes nowhere, and
     it is not retried: an advert announced right after joining or connecting is silently lost.
     go-libp2p's default "flood publishing" sends one's own messages to every peer subscribed
-    to the topic; so does this.  Relayed messages still follow the mesh.
+    to the topic; so does this.  Relayed messages follow the mesh, except on a relay (a
+    bootstrap server, :attr:`flood_relay`): there every subscriber gets them, since the
+    nodes behind a relay may know no other peer (its mesh of 6 to 12 peers per topic would
+    leave the rest to wait for a refresh).  Advert topics carry a few messages a second, so
+    the extra sends are cheap where they happen.
     """
+
+    #: Forward relayed messages to every subscribed peer, not only the mesh.
+    flood_relay = False
 
     def _get_peers_to_send(
         self,
@@ -613,12 +621,13 @@ class _DndmGossipSub(GossipSub):
         topics = list(topic_ids)
         peers = set(super()._get_peers_to_send(topics, msg_forwarder, origin, msg_id))
         pubsub = self.pubsub
-        if pubsub is not None and origin == msg_forwarder == pubsub.my_id:
+        if pubsub is not None and (self.flood_relay or origin == msg_forwarder == pubsub.my_id):
             for topic in topics:
                 peers.update(
                     peer for peer in pubsub.peer_topics.get(topic, ()) if peer in self.peer_protocol
                 )
             peers.discard(origin)
+            peers.discard(msg_forwarder)
         return peers
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -531,3 +531,25 @@ async def test_an_error_in_the_callback_ends_run_as_itself() -> None:
         with trio.fail_after(20), pytest.raises(Boom, match=a.id):
             await gossip.run()
         assert not set(GOSSIP_PROTOCOLS) & set(host.get_mux().get_protocols())
+
+
+async def test_a_relay_forwards_to_every_subscriber_not_only_its_mesh() -> None:
+    """A relay (a bootstrap server) with more subscribers behind it than its mesh degree: all
+    of them hear an advert at once, not only the 6 to 12 in its mesh (the heartbeat is a
+    minute long, so gossip's IHAVE round cannot be what delivers it)."""
+    slow = GossipConfig(heartbeat=60, min_interval=0.05)
+    async with AsyncExitStack() as stack:
+        relay = await stack.enter_async_context(
+            gossip_peer(GossipConfig(heartbeat=60, relay_all=True))
+        )
+        announcer = await stack.enter_async_context(gossip_peer(slow, join=("robot",)))
+        listeners = [
+            await stack.enter_async_context(gossip_peer(slow, join=("robot",))) for _ in range(14)
+        ]
+        for peer in [announcer, *listeners]:
+            await connect(peer.host, relay.addr)
+        await until(lambda: len(relay.gossip.topics()) == 1)
+        announcer.gossip.announce("robot", intent(7))
+        with trio.fail_after(5):  # without flood relaying, the last ones take 20 s here
+            for listener in listeners:
+                await listener.inbox.wait_for(has_advert(announcer.id, 7))
