@@ -376,7 +376,7 @@ class Discovery:
                 if record is not None:
                     candidates = list(record.addrs)
             if not candidates:
-                candidates = [str(a) for a in self._node.host.get_peerstore().addrs(peer_id)]
+                candidates = [str(a) for a in self._node.known_addrs(peer_id)]
             error: DndmError = Unavailable(f"no address known for discovered peer {peer}")
             for addr in candidates:
                 self.stats.dials += 1

@@ -34,6 +34,8 @@ import trio
 from google.protobuf.message import Message
 from libp2p.abc import INotifee
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerstore import PeerStoreError
 from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
 
 from protocols import compression
@@ -61,7 +63,6 @@ from .session import PeerSession
 if TYPE_CHECKING:
     from libp2p.abc import IHost, IMuxedConn, INetConn, INetStream, INetwork
     from libp2p.crypto.keys import KeyPair, PrivateKey
-    from libp2p.peer.id import ID
     from multiaddr import Multiaddr
 
     from nat import NatEvent, NatService
@@ -396,7 +397,7 @@ class Node:
         for session in self._sessions.values():
             if not session.running:
                 continue
-            addrs = tuple(str(a) for a in self.host.get_peerstore().addrs(session.peer_id))
+            addrs = tuple(str(a) for a in self.known_addrs(session.peer_id))
             found.append(
                 PeerInfo(
                     session.peer,
@@ -450,6 +451,14 @@ class Node:
                 for entry in self.discovery.discovered()
             )
         return known
+
+    def known_addrs(self, peer_id: ID) -> list[Multiaddr]:
+        """The peerstore's addresses of ``peer_id`` (none when it has no record of the peer:
+        py-libp2p raises there, and evicts peers beyond its capacity)."""
+        try:
+            return list(self.host.get_peerstore().addrs(peer_id))
+        except PeerStoreError:
+            return []
 
     def links(self) -> list[LinkStats]:
         """Every remote link of every running session, both directions."""
@@ -629,11 +638,10 @@ class Node:
         if peer in self._wanted:
             return list(self._wanted[peer])
         try:
-            from libp2p.peer.id import ID
-
-            addrs = self.host.get_peerstore().addrs(ID.from_base58(peer))
-        except Exception:
+            peer_id = ID.from_base58(peer)
+        except ValueError:
             return []
+        addrs = self.known_addrs(peer_id)
         return [f"{addr}/p2p/{peer}" for addr in addrs if "/p2p/" not in str(addr)]
 
     # -- stream handlers --------------------------------------------------------------------------

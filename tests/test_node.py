@@ -342,3 +342,13 @@ async def test_idle_sessions_stop_pinging_until_they_carry_a_link() -> None:
         async with a.publish("x.y", Foo) as intent, b.subscribe("x.y", Foo):
             await intent.wait_interest()
             await eventually(lambda: session.stats.pings_sent >= idle_pings + 3, seconds=10)
+
+
+async def test_peers_lists_a_peer_the_peerstore_forgot() -> None:
+    """py-libp2p raises PeerStoreError for a peer it has no record of (it evicts peers beyond
+    its capacity); this used to crash whole nodes in 100-node simnet runs."""
+    async with Node(NodeConfig(name="a")) as a, Node(NodeConfig(name="b")) as b:
+        await b.connect(a.addrs[0], keep=False)
+        b.host.get_peerstore().clear_peerdata(a.host.get_id())
+        assert [(p.peer, p.addrs) for p in b.peers()] == [(a.peer_id, ())]
+        assert b.known_routes() == []
