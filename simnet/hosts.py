@@ -8,8 +8,8 @@ py-libp2p workarounds (:mod:`dndm_p2p.libp2p_fixes`).  What differs for simulati
 * security is Noise or plaintext and the muxer yamux or mplex (:class:`SimHostOptions`):
   plaintext and mplex cost far less CPU per connection and per idle second, which is what
   limits the size of an emulation (simnet-notes §2.2);
-* connection limits come from the node's class (:func:`connection_config`), since
-  py-libp2p's defaults turn a small mesh into a full mesh.
+* connection limits come from the node's class (:func:`connection_config`, and the resource
+  manager sized to match), since py-libp2p's defaults turn a small mesh into a full mesh.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from dndm_p2p.libp2p_fixes import (
     close_host,
     keep_new_connections_on_close_peer,
     release_inbound_slots,
+    size_resource_manager,
 )
 from protocols.errors import ConfigError
 
@@ -131,6 +132,7 @@ def build_sim_host(
         swarm.retry_config = RetryConfig(max_retries=0)
     release_inbound_slots(host)
     keep_new_connections_on_close_peer(host)
+    size_resource_manager(host, node.node_class.max_connections)
     return host
 
 
