@@ -16,6 +16,19 @@ record, routing-table sizes, CPU seconds per phase and in all (hosts' start incl
 seconds, peak RSS.
 
 Usage: ``python -m simnet.experiments.dht_lookup N SEED --fixed|--stock [options]``.
+
+Measured (seed 1, plaintext + mplex, 10 keys, 100 finds; "holders" = how many of a key's true
+20 closest nodes got its provider record; latencies in virtual seconds):
+
+======  =====  ============  ===========  ===========  =======  ======
+N       mode   find success  queries/fnd  find p50/95  holders  CPU s
+======  =====  ============  ===========  ===========  =======  ======
+100     stock  100 %         44.5         2.32 / 3.10  9.4      74
+100     fixed  100 %         23.7         0.84 / 1.20  18.9     74
+300     stock  100 %         68.9         2.89 / 5.23  5.7      553
+300     fixed  100 %         27.9         1.08 / 1.35  19.8     701
+1000    fixed  100 %         32.8         1.24 / 1.50  20.0     706
+======  =====  ============  ===========  ===========  =======  ======
 """
 
 from __future__ import annotations
