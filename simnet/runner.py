@@ -51,7 +51,6 @@ from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 from dndm_p2p.config import NodeConfig
 from dndm_p2p.identity import save_identity
 from dndm_p2p.intent import Intent
-from dndm_p2p.libp2p_fixes import size_resource_manager
 from dndm_p2p.node import Node
 from protocols.errors import ConfigError
 from protocols.v1 import ping_pb2
@@ -297,7 +296,6 @@ class _Runner:
     async def _host(self, slot: _Slot, key_pair: KeyPair) -> AsyncIterator[IHost]:
         async with running_sim_host(self.net, slot.sim, key_pair, self.options) as host:
             _count_kad_streams(host, slot)
-            size_resource_manager(host, slot.sim.node_class.max_connections)
             yield host
 
     # -- nodes ----------------------------------------------------------------------------
