@@ -27,9 +27,7 @@ directory) is a :class:`ConfigError`: saving would fail as well, and the user mu
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,6 +42,7 @@ from multiaddr import Multiaddr
 from protocols.v1 import addressbook_pb2
 
 from .errors import ConfigError, DndmError, Unavailable
+from .privatefiles import write_private_file
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -293,25 +292,12 @@ class AddressBook:
         path = self.path
         if path is None:
             raise ConfigError("this address book has no file to be saved to")
-        temp: str | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as file:  # mkstemp creates it with mode 0600
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, path)
-            temp = None
-            _sync_directory(path.parent)
+            write_private_file(path, data)
         except PermissionError as exc:
             raise ConfigError(f"cannot write the address book {path}: {exc}") from exc
         except OSError as exc:
             raise Unavailable(f"cannot write the address book {path}: {exc}") from exc
-        finally:
-            if temp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
 
     async def autosave(
         self,
@@ -343,17 +329,3 @@ class AddressBook:
             if on_error is None:
                 raise
             on_error(exc)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (where the platform allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse to sync a directory; the rename is done anyway
-    finally:
-        os.close(fd)

@@ -13,10 +13,8 @@ with that mode and never replaces an existing key unless told to.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
@@ -28,6 +26,7 @@ from libp2p.peer.id import ID
 
 from .errors import ConfigError
 from .libp2p_fixes import decode_ed25519_private_key, encode_ed25519_private_key
+from .privatefiles import write_private_file
 
 __all__ = [
     "decode_identity",
@@ -42,7 +41,6 @@ __all__ = [
 #: A key file larger than this is not a key file (an RSA-4096 key is about 2.4 KB).
 MAX_KEY_FILE_SIZE = 16 * 1024
 
-_KEY_FILE_MODE = 0o600
 _CHECK_MODE = os.name == "posix"
 # Opening a FIFO for reading would block until a writer appears; with this it fails the
 # regular-file check instead.
@@ -151,25 +149,11 @@ def save_identity(
     file = Path(path)
     data = encode_identity(key_pair)
     try:
-        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+        write_private_file(
+            file, data, place=lambda temp, dest: _move_into_place(temp, dest, overwrite=overwrite)
+        )
     except OSError as exc:
         raise ConfigError(f"cannot write identity key file {file}: {exc}") from exc
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if _CHECK_MODE:
-                os.fchmod(handle.fileno(), _KEY_FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _move_into_place(temp, file, overwrite=overwrite)
-    except OSError as exc:
-        raise ConfigError(f"cannot write identity key file {file}: {exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-    _sync_directory(file.parent)
 
 
 def load_or_create_identity(path: str | os.PathLike[str]) -> KeyPair:
@@ -212,23 +196,6 @@ def _move_into_place(temp: Path, file: Path, *, overwrite: bool) -> None:
                 "would change the node's peer id): pass overwrite=True to replace it"
             ) from None
         os.replace(temp, file)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Flush a directory entry to disk, where the platform allows it (best effort)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def _key_type_name(value: int) -> str:
     """The name of a libp2p key type number (``RSA``, ``Secp256k1``...)."""
