@@ -99,9 +99,13 @@ async def _run_link(procs: dict[str, Proc], count: int) -> dict[str, Any]:
     """``b`` subscribes (reliable) to ``a``'s route through ``a``'s relayed address; ``a``
     streams ``count`` messages.  Returns the figures; checks nothing is lost."""
     a, b = procs["a"], procs["b"]
-    await a.wait_for(_nat_event("reserved"), what="a reservation on the relay", seconds=60)
+    listening = await a.event("listening")
+    if not any("/p2p-circuit/" in x for x in listening["addrs"]):
+        # (A reservation made while the node was starting, before the peer program subscribed
+        # to its events, shows only in the addresses it listed.)
+        await a.wait_for(_nat_event("reserved"), what="a reservation on the relay", seconds=60)
     circuit = next(x for x in (await _status(a))["addrs"] if "/p2p-circuit/" in x)
-    a_id = (await a.event("listening"))["peer"]
+    a_id = listening["peer"]
     await a.send(op="publish", id="pub", route=ROUTE, type="Sample")
     await a.event("declared", id="pub")
     mark_a = a.mark()
