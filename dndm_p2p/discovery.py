@@ -22,7 +22,6 @@ its gossip advert is withdrawn; linked peers learn of it on the control stream a
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ class Discovered:
     kind: str
     origin: str
     msg_type: str
-    #: ``trio.current_time()`` after which the entry is stale (``inf``: while the node runs).
+    #: ``trio.current_time()`` after which the entry is stale.
     expires: float
 
 
@@ -108,7 +107,8 @@ class Discovery:
         self._nursery: trio.Nursery | None = None
         self._watches: dict[int, _Watch] = {}
         self._dialing: set[str] = set()
-        self._discovered: dict[tuple[str, str, str, str], Discovered] = {}
+        #: Providers the DHT named: (peer, route, kind) -> entry.
+        self._discovered: dict[tuple[str, str, str], Discovered] = {}
         #: Adverts heard through gossip, with their expiry.
         self.advert_table = AdvertTable()
 
@@ -256,18 +256,13 @@ class Discovery:
 
     def _covered(self, handle: Intent[Any] | Interest[Any]) -> bool:
         """True when a running session's peer has a handle of the other kind matching ours."""
-        for peer in self._node.peers():
-            session = self._node.session(peer.peer)
-            if session is None:
-                continue
+        router = self._node.router
+        for session in self._node.running_sessions():
             if isinstance(handle, Intent):
                 if any(a.matches(handle.route) for a in session.remote_interests.values()):
                     return True
-            elif handle.route is not None:
-                if any(a.route == handle.route for a in session.remote_intents.values()):
-                    return True
             elif any(
-                a.route is not None and handle in self._node.router.matching_interests(a.route)
+                a.route is not None and handle in router.matching_interests(a.route)
                 for a in session.remote_intents.values()
             ):
                 return True
@@ -316,8 +311,10 @@ class Discovery:
             if dht is None:
                 return
             self.stats.dht_lookups += 1
+            # A find stays listed while the lookups that keep finding it go on.
+            expires = trio.current_time() + 2 * LOOKUP_MAX_INTERVAL
             for info in await dht.find(key, fresh=attempt > 0):
-                self._found(info.peer_id, _addrs_of(info), route, kind, "dht", math.inf)
+                self._found(info.peer_id, _addrs_of(info), route, kind, expires)
             await trio.sleep(min(_FIRST_RETRY * 2**attempt, LOOKUP_MAX_INTERVAL))
 
     # -- gossip -----------------------------------------------------------------------------------
@@ -347,12 +344,13 @@ class Discovery:
     # -- dialling ---------------------------------------------------------------------------------
 
     def _found(
-        self, peer_id: ID, addrs: tuple[str, ...], route: Route, kind: str, origin: str, ttl: float
+        self, peer_id: ID, addrs: tuple[str, ...], route: Route, kind: str, expires: float
     ) -> None:
+        """The DHT names ``peer_id`` as a provider of ``route``'s ``kind`` side: list it, dial."""
         peer = str(peer_id)
         type_name = route.type_name if isinstance(route, PlainRoute) else ""
-        self._discovered[(peer, str(route), kind, origin)] = Discovered(
-            peer, str(route), kind, origin, type_name, ttl
+        self._discovered[(peer, str(route), kind)] = Discovered(
+            peer, str(route), kind, "dht", type_name, expires
         )
         self._dial(peer_id, addrs)
 
@@ -398,6 +396,10 @@ class Discovery:
     def discovered(self) -> list[Discovered]:
         """Current (unexpired) intents and interests learnt through the DHT and gossip."""
         self.advert_table.expire()
+        now = trio.current_time()
+        for key, found_entry in list(self._discovered.items()):
+            if found_entry.expires <= now:
+                del self._discovered[key]
         found = list(self._discovered.values())
         for entry in self.advert_table.entries():
             advert = entry.advert

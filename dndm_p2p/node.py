@@ -391,12 +391,14 @@ class Node:
             raise Unavailable(f"{peer} connected but sent no hello")
         return peer
 
+    def running_sessions(self) -> list[PeerSession]:
+        """The sessions that run now, one per connected DNDM peer."""
+        return [session for session in self._sessions.values() if session.running]
+
     def peers(self) -> list[PeerInfo]:
         """The peers with a running session."""
         found = []
-        for session in self._sessions.values():
-            if not session.running:
-                continue
+        for session in self.running_sessions():
             addrs = tuple(str(a) for a in self.known_addrs(session.peer_id))
             found.append(
                 PeerInfo(
@@ -424,9 +426,7 @@ class Node:
             )
             for handle in handles
         ]
-        for session in list(self._sessions.values()):
-            if not session.running:
-                continue
+        for session in self.running_sessions():
             for table, kind in (
                 (session.remote_intents, "intent"),
                 (session.remote_interests, "interest"),

@@ -201,15 +201,33 @@ async def amain(args: argparse.Namespace) -> None:
         reconnect_initial=0.05,
         reconnect_max=args.reconnect_max,
     )
+    await serve(config)
+
+
+async def serve(
+    config: NodeConfig,
+    peer_class: type[Peer] = Peer,
+    *,
+    stamp: Callable[[], float] | None = None,
+) -> None:
+    """Run a node with ``config`` and a ``peer_class`` driving it from stdin's commands, until
+    told to exit or stdin ends; the node's events go to stdout (with ``stamp()`` as ``t``)."""
     async with Node(config) as node, node.events() as events, trio.open_nursery() as nursery:
         emit({"event": "listening", "peer": node.peer_id, "addrs": node.addrs})
 
         async def relay_events() -> None:
             async for event in events:
-                emit({"event": event.kind, "peer": event.peer, "detail": event.detail})
+                record: dict[str, Any] = {
+                    "event": event.kind,
+                    "peer": event.peer,
+                    "detail": event.detail,
+                }
+                if stamp is not None:
+                    record["t"] = stamp()
+                emit(record)
 
         nursery.start_soon(relay_events)
-        peer = Peer(node, nursery)
+        peer = peer_class(node, nursery)
         async for command in stdin_commands():
             if not await peer.run(command):
                 break

@@ -27,9 +27,8 @@ from libp2p.peer.id import ID
 
 from dndm_p2p.config import NodeConfig
 from dndm_p2p.intent import Intent
-from dndm_p2p.node import Node
 from nat import NatConfig
-from tests.mp_peer import Peer, emit, make, stdin_commands
+from tests.mp_peer import Peer, emit, make, serve
 
 STARTED = time.monotonic()
 
@@ -46,7 +45,7 @@ class NatPeer(Peer):
         emit(
             {
                 "event": "status",
-                "t": round(time.monotonic() - STARTED, 3),
+                "t": _elapsed(),
                 "reachability": nat.status if nat is not None else None,
                 "addrs": self.node.addrs,
                 "metrics": nat.metrics.snapshot() if nat is not None else {},
@@ -84,22 +83,11 @@ async def amain(args: argparse.Namespace) -> None:
         reconnect_max=0.5,
         nat=NatConfig(**json.loads(args.nat)),
     )
-    async with Node(config) as node, node.events() as events, trio.open_nursery() as nursery:
-        emit({"event": "listening", "peer": node.peer_id, "addrs": node.addrs})
+    await serve(config, NatPeer, stamp=_elapsed)
 
-        async def relay_events() -> None:
-            async for event in events:
-                record = {"event": event.kind, "peer": event.peer, "detail": event.detail}
-                record["t"] = round(time.monotonic() - STARTED, 3)
-                emit(record)
 
-        nursery.start_soon(relay_events)
-        peer = NatPeer(node, nursery)
-        async for command in stdin_commands():
-            if not await peer.run(command):
-                break
-        emit({"event": "exiting"})
-        nursery.cancel_scope.cancel()
+def _elapsed() -> float:
+    return round(time.monotonic() - STARTED, 3)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
