@@ -25,8 +25,8 @@ import trio
 
 from benchmarks.common import emit, summary
 from dndm_p2p.config import NodeConfig
-from dndm_p2p.intent import Intent
-from dndm_p2p.node import Node
+from dndm_p2p.core.intent import Intent
+from dndm_p2p.node.node import Node
 from protocols.v1 import ping_pb2
 
 ROUTE = "robot.arm.temp"

@@ -67,10 +67,10 @@ from benchmarks.common import (
     summary,
 )
 from benchmarks.proto.bench_pb2 import Tick
+from dndm_p2p.core.intent import Intent
+from dndm_p2p.core.interest import Interest
+from dndm_p2p.core.router import Router
 from dndm_p2p.errors import WouldBlock
-from dndm_p2p.intent import Intent
-from dndm_p2p.interest import Interest
-from dndm_p2p.router import Router
 
 #: Message size under test, in serialized bytes.
 SIZE = 64

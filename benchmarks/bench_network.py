@@ -24,7 +24,7 @@ Figures:
   four 1 MiB messages exceeds the 4 MiB frame limit and breaks the link.
 
 Baselines in the same run, with the same libp2p host settings (``running_host`` from
-:mod:`dndm_p2p.host`: Noise only, yamux, one connection per peer):
+:mod:`dndm_p2p.host.build`: Noise only, yamux, one connection per peer):
 
 * ``raw``: a py-libp2p stream of our own protocol (``/bench/raw/1.0.0``) carrying the same
   serialized messages, each with a varint length prefix: (a) one ``stream.write`` per message
@@ -331,7 +331,7 @@ def _dndm_config(name: str) -> Any:
 
 async def dndm_server() -> None:
     """The child of the dndm suite: a node that publishes, sends on command and echoes."""
-    from dndm_p2p.node import Node
+    from dndm_p2p.node.node import Node
 
     async with Node(_dndm_config("bench-server")) as node:
         oneway = node.publish(ROUTE_ONEWAY, Tick)
@@ -443,7 +443,7 @@ async def dndm_client(
     child: Child, ready: dict[str, Any], counts: Counts, *, rtt_only: bool = False
 ) -> SuiteResults:
     """The parent's side of the dndm suite: subscribe, receive, measure (only (b) if asked)."""
-    from dndm_p2p.node import Node
+    from dndm_p2p.node.node import Node
 
     results = SuiteResults()
     async with Node(_dndm_config("bench-client")) as node:
@@ -539,8 +539,8 @@ async def raw_server() -> None:
     """The child of the raw suite: a libp2p host that answers our raw protocol's streams."""
     from libp2p.custom_types import TProtocol
 
-    from dndm_p2p.host import listen_addrs, running_host
-    from dndm_p2p.identity import generate_identity
+    from dndm_p2p.host.build import listen_addrs, running_host
+    from dndm_p2p.host.identity import generate_identity
 
     async with running_host(generate_identity()) as host:
         host.set_stream_handler(TProtocol(RAW_PROTOCOL), raw_handler)
@@ -622,8 +622,8 @@ async def raw_client(
     """The parent's side of the raw suite (only (b) if asked)."""
     from libp2p.custom_types import TProtocol
 
-    from dndm_p2p.host import connect, running_host
-    from dndm_p2p.identity import generate_identity
+    from dndm_p2p.host.build import connect, running_host
+    from dndm_p2p.host.identity import generate_identity
     from protocols.framing import FrameReader, encode_frame
 
     results = SuiteResults()

@@ -1,6 +1,6 @@
 """Workarounds for bugs in py-libp2p 0.8.1's kad-dht, installed once by :func:`install_kad_fixes`.
 
-``tests/test_kad_fixes.py`` shows each bug in the stock code, then the fix.  When a py-libp2p
+``tests/dht/test_kad_fixes.py`` shows each bug in the stock code, then the fix.  When a py-libp2p
 upgrade fixes a bug, its "bug" test fails: delete the test and the workaround together.
 
 1. **Lookups stop short of the key** (``PeerRouting.find_closest_peers_network``).  The stock

@@ -71,7 +71,7 @@ def key_bytes(key: str) -> bytes:
 
 #: Longest DHT key py-libp2p servers route: they refuse a FIND_NODE whose key is longer than 50
 #: bytes unless it parses as a multihash, so a value record under a longer key is stored on
-#: the writer alone and never found (shown in tests/test_discovery_dht.py).
+#: the writer alone and never found (shown in tests/discovery/test_discovery_dht.py).
 MAX_ROUTED_KEY_LENGTH: Final = 50
 
 

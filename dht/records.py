@@ -26,10 +26,9 @@ from libp2p.peer.id import ID
 from libp2p.records.validator import Validator
 from multiaddr import Multiaddr
 
+from dht.keys import NODE_RECORD_NAMESPACE, node_record_key
 from protocols.errors import MalformedFrame
 from protocols.v1 import dht_pb2
-
-from .keys import NODE_RECORD_NAMESPACE, node_record_key
 
 __all__ = [
     "MAX_NODE_RECORD_SIZE",

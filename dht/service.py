@@ -33,11 +33,10 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
+from dht.kad_fixes import install_kad_fixes
+from dht.keys import NODE_RECORD_NAMESPACE, key_bytes, node_record_key
+from dht.records import DndmValidator, NodeAddresses, open_node_record, sign_node_record
 from protocols.errors import ConfigError, MalformedFrame
-
-from .kad_fixes import install_kad_fixes
-from .keys import NODE_RECORD_NAMESPACE, key_bytes, node_record_key
-from .records import DndmValidator, NodeAddresses, open_node_record, sign_node_record
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost

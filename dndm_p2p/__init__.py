@@ -7,20 +7,20 @@ across processes and machines over libp2p.
 
 from typing import TYPE_CHECKING, Any
 
-from . import errors as _errors
-from .config import NodeConfig
-from .errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
-from .intent import Intent, IntentStats
-from .interest import Interest, InterestStats
-from .links import LinkEvent, LinkEventKind, LinkInfo
-from .pattern import Pattern
-from .qos import Overflow, QoS
-from .route import HashedRoute, PlainRoute, Route, parse_route
-from .router import RouteInfo, Router
-from .rpc import Caller, Service
+from dndm_p2p import errors as _errors
+from dndm_p2p.config import NodeConfig
+from dndm_p2p.core.intent import Intent, IntentStats
+from dndm_p2p.core.interest import Interest, InterestStats
+from dndm_p2p.core.links import LinkEvent, LinkEventKind, LinkInfo
+from dndm_p2p.core.pattern import Pattern
+from dndm_p2p.core.qos import Overflow, QoS
+from dndm_p2p.core.route import HashedRoute, PlainRoute, Route, parse_route
+from dndm_p2p.core.router import RouteInfo, Router
+from dndm_p2p.core.rpc import Caller, Service
+from dndm_p2p.errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
 
 if TYPE_CHECKING:
-    from .node import LinkStats, Node, NodeEvent, PeerInfo
+    from dndm_p2p.node.node import LinkStats, Node, NodeEvent, PeerInfo
 
 #: Names served lazily: the node imports py-libp2p (half a second and ~80 MB), which programs
 #: that only use the in-process router should not pay for.
@@ -29,7 +29,7 @@ _NODE_NAMES = ("LinkStats", "Node", "NodeEvent", "PeerInfo")
 
 def __getattr__(name: str) -> Any:
     if name in _NODE_NAMES:
-        from . import node
+        from dndm_p2p import node
 
         return getattr(node, name)
     raise AttributeError(f"module 'dndm_p2p' has no attribute {name!r}")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dndm_p2p.core.qos import QoS
+from dndm_p2p.errors import ConfigError
 from nat.config import NatConfig
 from protocols.ids import MAX_FRAME_SIZE
-
-from .errors import ConfigError
-from .qos import QoS
 
 __all__ = ["NodeConfig"]
 

@@ -22,13 +22,13 @@ from typing import Any
 
 import trio
 
-from .config import NodeConfig
-from .errors import Unavailable
-from .intent import Intent
-from .interest import Interest
-from .links import LinkInfo
-from .node import Node
-from .proto.demo_pb2 import Temperature, Twist
+from dndm_p2p.config import NodeConfig
+from dndm_p2p.core.intent import Intent
+from dndm_p2p.core.interest import Interest
+from dndm_p2p.core.links import LinkInfo
+from dndm_p2p.errors import Unavailable
+from dndm_p2p.node.node import Node
+from dndm_p2p.proto.demo_pb2 import Temperature, Twist
 
 __all__ = ["run_demo"]
 

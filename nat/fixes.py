@@ -1,4 +1,4 @@
-"""Workarounds for py-libp2p 0.8.1's NAT traversal, in one place (``tests/test_nat_fixes.py``).
+"""Workarounds for py-libp2p 0.8.1's NAT traversal, in one place (``tests/nat/test_nat_fixes.py``).
 
 Each class names the defect it works around; the tests show what py-libp2p does without it.
 The numbers refer to ``../shared/nat-notes.md`` (measured in a NAT lab of network namespaces).
@@ -47,7 +47,7 @@ from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from multiaddr import Multiaddr
 
-from .addrs import is_public, same_private_network, without_peer
+from nat.addrs import is_public, same_private_network, without_peer
 
 __all__ = [
     "DialBackAutoNAT",

@@ -23,10 +23,10 @@ import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
 
-from .config import NatConfig
-from .conns import connected_peers, has_direct, is_relayed
-from .fixes import PunchingDCUtR
-from .metrics import NatMetrics
+from nat.config import NatConfig
+from nat.conns import connected_peers, has_direct, is_relayed
+from nat.fixes import PunchingDCUtR
+from nat.metrics import NatMetrics
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost

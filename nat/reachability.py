@@ -24,11 +24,11 @@ from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
-from .addrs import host_ip, is_circuit, tcp_port, without_peer
-from .config import NatConfig
-from .conns import connected_peers, has_direct
-from .fixes import DialBackAutoNAT
-from .metrics import NatMetrics
+from nat.addrs import host_ip, is_circuit, tcp_port, without_peer
+from nat.config import NatConfig
+from nat.conns import connected_peers, has_direct
+from nat.fixes import DialBackAutoNAT
+from nat.metrics import NatMetrics
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost

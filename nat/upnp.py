@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 from multiaddr import Multiaddr
 
-from .addrs import host_ip, is_circuit, is_public, tcp_port
-from .metrics import NatMetrics
+from nat.addrs import host_ip, is_circuit, is_public, tcp_port
+from nat.metrics import NatMetrics
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import TextIO
 
 from protocols.errors import ConfigError
-
-from .report import HEADLINE, compare_runs, format_value, load_run, write_report
-from .runner import Progress, check_out_dir, default_run_dir, run_scenario
-from .scenario import load_scenario, stock_scenarios
+from simnet.report import HEADLINE, compare_runs, format_value, load_run, write_report
+from simnet.runner import Progress, check_out_dir, default_run_dir, run_scenario
+from simnet.scenario import load_scenario, stock_scenarios
 
 __all__ = ["ProgressBar", "main", "parser"]
 

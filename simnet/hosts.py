@@ -1,8 +1,8 @@
 """Real py-libp2p hosts on a :class:`~simnet.net.SimNetwork` node.
 
-Built like DNDM's own hosts (:mod:`dndm_p2p.host`): one security protocol and one muxer, no
+Built like DNDM's own hosts (:mod:`dndm_p2p.host.build`): one security protocol and one muxer, no
 metrics, mDNS, UPnP or bootstrap, the auto-connector stopped once the host runs, and the same
-py-libp2p workarounds (:mod:`dndm_p2p.libp2p_fixes`).  What differs for simulation:
+py-libp2p workarounds (:mod:`dndm_p2p.host.fixes`).  What differs for simulation:
 
 * the transport is the node's :class:`~simnet.net.SimTransport`;
 * security is Noise or plaintext and the muxer yamux or mplex (:class:`SimHostOptions`):
@@ -34,15 +34,14 @@ from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from dndm_p2p.libp2p_fixes import (
+from dndm_p2p.host.fixes import (
     close_host,
     keep_new_connections_on_close_peer,
     release_inbound_slots,
     size_resource_manager,
 )
 from protocols.errors import ConfigError
-
-from .net import NodeClass, SimNetwork, SimNode
+from simnet.net import NodeClass, SimNetwork, SimNode
 
 __all__ = [
     "MUXERS",

@@ -7,7 +7,8 @@ until data arrives.  A full-duplex protocol, where each end reads in one task an
 another (DNDM's data links: frames one way, credit the other; its control streams: pings both
 ways), deadlocks: the publisher's first frame goes out, then its writer waits forever behind
 its own reader, which waits for credit that the subscriber only grants on frames.
-``tests/test_simnet_mplex.py`` shows it.  yamux is not affected (it only takes the write side).
+``tests/simnet/test_simnet_mplex.py`` shows it.  yamux is not affected (it only takes the write
+side).
 
 DNDM's own hosts use yamux only; simulations use mplex because it is much cheaper per
 connection.  :func:`mplex_duplex_fix` gives every mplex stream created inside its block

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from protocols.errors import ConfigError
-
-from .metrics import RunData, load_events, summarize
+from simnet.metrics import RunData, load_events, summarize
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -49,18 +49,17 @@ from libp2p.custom_types import StreamHandlerFn, TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 
 from dndm_p2p.config import NodeConfig
-from dndm_p2p.identity import save_identity
-from dndm_p2p.intent import Intent
-from dndm_p2p.node import Node
+from dndm_p2p.core.intent import Intent
+from dndm_p2p.host.identity import save_identity
+from dndm_p2p.node.node import Node
 from protocols.errors import ConfigError
 from protocols.v1 import ping_pb2
-
-from .clock import key_pair_from, libp2p_virtual_time, mock_clock, seeded_random
-from .hosts import SimHostOptions, running_sim_host
-from .metrics import EventLog
-from .mplex_fix import mplex_duplex_fix
-from .net import Nat, NodeClass, SimNetwork, SimNode
-from .scenario import EventSpec, LatencySpec, Scenario
+from simnet.clock import key_pair_from, libp2p_virtual_time, mock_clock, seeded_random
+from simnet.hosts import SimHostOptions, running_sim_host
+from simnet.metrics import EventLog
+from simnet.mplex_fix import mplex_duplex_fix
+from simnet.net import Nat, NodeClass, SimNetwork, SimNode
+from simnet.scenario import EventSpec, LatencySpec, Scenario
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -874,7 +873,7 @@ def run_scenario(
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     if report:
-        from .report import write_report
+        from simnet.report import write_report
 
         write_report(out_dir)
     return RunResult(out_dir, manifest, runner.aborted)

@@ -1,0 +1,427 @@
+"""Discovery: find the peers whose intents and interests match ours, and link with them.
+
+The node's control protocol already links everything two *connected* peers have in common (the
+hello carries each side's full set).  Discovery's one job is therefore to connect to the right
+peers, found three ways:
+
+* **the DHT** (:class:`dht.service.RouteDHT`): a local intent provides its route's intent key and
+  looks up the interest key; a local interest does the opposite; whichever side comes later
+  finds the other.  Lookups repeat with a growing delay (0.5 s up to
+  :data:`LOOKUP_MAX_INTERVAL`) for as long as the handle lives, so a record that arrived late, or a
+  lookup that missed, is found again.  Patterns are never looked up (their routes are unknown).
+* **GossipSub adverts** (:class:`dndm_p2p.discovery.gossip.GossipAdverts`): each handle
+  is announced on its namespace's topic (see :mod:`dndm_p2p.discovery.namespaces`), and the node listens to the
+  namespaces of its handles; pattern interests learn matching intents this way.
+* **bootstrap nodes, mDNS and the address book**, which seed the DHT routing table and gossip mesh.
+
+A peer found twice is dialled once (the node keeps one session per peer; the session links each
+route once).  A withdrawn handle stops its lookups, its records are no longer republished, and
+its gossip advert is withdrawn; linked peers learn of it on the control stream as before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
+
+from dht.keys import RouteSide, route_key
+from dht.service import DhtConfig, RouteDHT
+from dndm_p2p.core.adverts import RemoteAdvert
+from dndm_p2p.core.intent import Intent
+from dndm_p2p.core.interest import Interest
+from dndm_p2p.core.route import PlainRoute, Route
+from dndm_p2p.discovery.advert_table import AdvertTable
+from dndm_p2p.discovery.gossip import Announcement, GossipAdverts, GossipConfig
+from dndm_p2p.discovery.namespaces import namespace_of
+from dndm_p2p.errors import Closed, ConfigError, DndmError, ProtocolError, Unavailable
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+    from dndm_p2p.node.node import Node
+
+__all__ = ["COVERED_DELAY", "LOOKUP_MAX_INTERVAL", "Discovered", "Discovery", "DiscoveryStats"]
+
+#: Longest delay between two DHT lookups for one handle, in seconds.
+LOOKUP_MAX_INTERVAL: Final = 30.0
+_FIRST_RETRY: Final = 0.5
+#: Seconds discovery waits for a handle that a connected peer already matches.
+COVERED_DELAY: Final = 1.0
+#: Shortest time between two stores of the node record, in seconds.
+_RECORD_MIN_INTERVAL: Final = 5.0
+#: How many peers of the address book a node dials at start.
+_REMEMBERED_PEERS: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    """An intent or interest of another node, learnt through discovery."""
+
+    peer: str
+    route: str
+    kind: str
+    origin: str
+    msg_type: str
+    #: ``trio.current_time()`` after which the entry is stale.
+    expires: float
+
+
+@dataclass(slots=True)
+class DiscoveryStats:
+    """What discovery did, for metrics and the closing figures."""
+
+    dht_lookups: int = 0
+    dht_provides: int = 0
+    gossip_announcements: int = 0
+    dials: int = 0
+    dial_failures: int = 0
+
+
+@dataclass(slots=True)
+class _Watch:
+    """What discovery does for one local handle."""
+
+    scope: trio.CancelScope
+    provided: str | None = None
+    namespace: str | None = None
+
+
+class Discovery:
+    """The node's discovery component (see the module docstring)."""
+
+    def __init__(self, node: Node) -> None:
+        """Prepare discovery for ``node``; :meth:`run` starts it."""
+        self._node = node
+        self._config = node.config
+        self.stats = DiscoveryStats()
+        self.dht: RouteDHT | None = None
+        self.gossip: GossipAdverts | None = None
+        self._nursery: trio.Nursery | None = None
+        self._watches: dict[int, _Watch] = {}
+        self._dialing: set[str] = set()
+        #: Providers the DHT named: (peer, route, kind) -> entry.
+        self._discovered: dict[tuple[str, str, str], Discovered] = {}
+        #: Adverts heard through gossip, with their expiry.
+        self.advert_table = AdvertTable()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the DHT and gossip, join through the bootstrap nodes, and serve until cancelled."""
+        node, config = self._node, self._config
+        async with trio.open_nursery() as nursery:
+            if config.dht:
+                dht_config = DhtConfig(server=True)
+                self.dht = RouteDHT(node.host, node.private_key, dht_config, name=node.name)
+                await nursery.start(self.dht.run)
+            if config.gossip:
+                gossip_config = GossipConfig(relay_all=config.bootstrap_server)
+                self.gossip = GossipAdverts(
+                    node.host, gossip_config, self._on_announcement, addrs=node.advertised_addrs
+                )
+                await nursery.start(self.gossip.run)
+            self._nursery = nursery
+            if config.mdns:
+                from dndm_p2p.discovery.mdns import MdnsDiscovery
+
+                mdns = MdnsDiscovery(node.host, config.mdns_interfaces, self._on_mdns_peer)
+                await nursery.start(mdns.run)
+            await self._join(config.bootstrap, self._remembered())
+            if self.dht is not None:
+                nursery.start_soon(self._node_record_loop, self.dht)
+            handles: list[Intent[Any] | Interest[Any]] = [*node.router.intents()]
+            handles.extend(node.router.interests())
+            for handle in handles:
+                self.declared(handle)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _remembered(self) -> list[str]:
+        """Dial addresses of the peers met most recently, from the address book."""
+        book = self._node.address_book
+        if book is None:
+            return []
+        found = []
+        for peer in book.peers()[:_REMEMBERED_PEERS]:
+            addrs = book.dial_addresses(peer)
+            if addrs:
+                found.append(addrs[0])
+        return found
+
+    async def _join(self, bootstrap: Sequence[str], remembered: Sequence[str]) -> None:
+        """Connect to the bootstrap nodes and remembered peers (in parallel) and seed the
+        routing table with those that answered.  Bootstrap nodes are kept connected."""
+        joined: list[ID] = []
+
+        async def join_one(addr: str, keep: bool) -> None:
+            try:
+                peer = await self._node.connect(addr, keep=keep)
+            except (Unavailable, Closed) as exc:
+                if keep:
+                    self._node.report_error(Unavailable(f"bootstrap node {addr}: {exc}"))
+                return
+            joined.append(ID.from_base58(peer))
+
+        async with trio.open_nursery() as nursery:
+            for addr in bootstrap:
+                nursery.start_soon(join_one, addr, True)
+            for addr in remembered:
+                if addr not in bootstrap:
+                    nursery.start_soon(join_one, addr, False)
+        if bootstrap and not joined:
+            self._node.report_error(Unavailable("no bootstrap node could be reached"))
+        await self.seed(joined)
+        reached = {str(peer) for peer in joined}
+        assert self._nursery is not None
+        for addr in bootstrap:
+            if addr.rpartition("/p2p/")[2] not in reached:
+                self._nursery.start_soon(self._retry_bootstrap, addr)
+
+    async def _retry_bootstrap(self, addr: str) -> None:
+        """Keep trying a bootstrap node that was down at start; seed the DHT once it answers."""
+        delay = _FIRST_RETRY
+        while True:
+            await trio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, LOOKUP_MAX_INTERVAL)
+            try:
+                peer = await self._node.connect(addr, keep=True)
+            except (Unavailable, Closed):
+                continue
+            await self.seed([ID.from_base58(peer)])
+            return
+
+    async def _node_record_loop(self, dht: RouteDHT) -> None:
+        """Keep this node's signed addresses in the DHT: at start, whenever NAT traversal
+        changes them, and at the republish interval."""
+        node = self._node
+        while True:
+            changed = node.nat.changed if node.nat is not None else None
+            addrs = [str(addr) for addr in node.advertised_addrs()]
+            try:
+                await dht.put_node_record(addrs)
+            except Exception as exc:  # py-libp2p raises assorted errors for a failed put
+                node.report_error(Unavailable(f"storing the node record: {exc!r}"))
+            with trio.move_on_after(dht.config.republish_interval):
+                if changed is not None:
+                    await changed.wait()
+                    await trio.sleep(_RECORD_MIN_INTERVAL)  # let a burst of changes settle
+                else:
+                    await trio.sleep_forever()
+
+    def _on_mdns_peer(self, peer: str, addrs: tuple[str, ...]) -> None:
+        """mDNS found a peer on the LAN: remember it, connect, and add it to the DHT."""
+        book = self._node.address_book
+        try:
+            peer_id = ID.from_base58(peer)
+            if book is not None:
+                book.record(peer, addrs)
+        except (ValueError, ConfigError) as exc:
+            self._node.report_error(ProtocolError(f"mDNS announced a bad peer or address: {exc}"))
+            return
+        self._dial(peer_id, addrs)
+
+    async def seed(self, peers: Sequence[ID]) -> None:
+        """Add connected ``peers`` to the DHT routing table and refresh it."""
+        if self.dht is not None and peers:
+            await self.dht.add_peers(peers)
+
+    # -- local declarations -----------------------------------------------------------------------
+
+    def declared(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """A local handle appeared: provide it, look up its other side, announce it.
+
+        When a connected peer already has a matching handle, the link forms over that session
+        at once, and discovery (which would compete with it for the CPU: tens of DHT RPCs and a
+        signed gossip message) starts :data:`COVERED_DELAY` seconds later.
+        """
+        if self._nursery is None or handle.handle_id in self._watches:
+            return
+        watch = _Watch(trio.CancelScope())
+        self._watches[handle.handle_id] = watch
+        delay = COVERED_DELAY if self._covered(handle) else 0.0
+        self._nursery.start_soon(self._discover, handle, watch, delay)
+        # Adverts heard before this handle existed may match it.
+        self.advert_table.expire()
+        for entry in self.advert_table.entries():
+            if entry.advert.register and self._wanted(entry.advert):
+                self._dial(ID.from_base58(entry.peer), entry.addrs)
+
+    def _covered(self, handle: Intent[Any] | Interest[Any]) -> bool:
+        """True when a running session's peer has a handle of the other kind matching ours."""
+        router = self._node.router
+        for session in self._node.running_sessions():
+            if isinstance(handle, Intent):
+                if any(a.matches(handle.route) for a in session.remote_interests.values()):
+                    return True
+            elif any(
+                a.route is not None and handle in router.matching_interests(a.route)
+                for a in session.remote_intents.values()
+            ):
+                return True
+        return False
+
+    async def _discover(
+        self, handle: Intent[Any] | Interest[Any], watch: _Watch, delay: float
+    ) -> None:
+        """Provide and announce ``handle``, then look its other side up for as long as it lives."""
+        with watch.scope:
+            await trio.sleep(delay)
+            side = RouteSide.INTENT if isinstance(handle, Intent) else RouteSide.INTEREST
+            route = handle.route
+            if self.gossip is not None:
+                target = route if route is not None else _pattern_of(handle)
+                namespace = namespace_of(target, self._config.namespace_depth)
+                if namespace is not None:
+                    self.gossip.join(namespace)
+                    self.gossip.announce(namespace, self._node.advert(handle, register=True))
+                    watch.namespace = namespace
+                    self.stats.gossip_announcements += 1
+            if self.dht is not None and route is not None:
+                watch.provided = route_key(route.id, side)
+                self.dht.provide(watch.provided)
+                self.stats.dht_provides += 1
+                await self._lookup_loop(route, side.other)
+
+    def withdrawn(self, handle: Intent[Any] | Interest[Any]) -> None:
+        """A local handle closed: stop its lookups, records and adverts."""
+        watch = self._watches.pop(handle.handle_id, None)
+        if watch is None:
+            return
+        watch.scope.cancel()
+        if watch.provided is not None and self.dht is not None:
+            self.dht.withdraw(watch.provided)
+        if watch.namespace is not None and self.gossip is not None:
+            self.gossip.announce(watch.namespace, self._node.advert(handle, register=False))
+            self.gossip.leave(watch.namespace)
+
+    async def _lookup_loop(self, route: Route, side: RouteSide) -> None:
+        """Look ``route``'s ``side`` up now and again later, dialling every provider found."""
+        key = route_key(route.id, side)
+        kind = side.value
+        for attempt in itertools.count():
+            dht = self.dht
+            if dht is None:
+                return
+            self.stats.dht_lookups += 1
+            # A find stays listed while the lookups that keep finding it go on.
+            expires = trio.current_time() + 2 * LOOKUP_MAX_INTERVAL
+            for info in await dht.find(key, fresh=attempt > 0):
+                self._found(info.peer_id, _addrs_of(info), route, kind, expires)
+            await trio.sleep(min(_FIRST_RETRY * 2**attempt, LOOKUP_MAX_INTERVAL))
+
+    # -- gossip -----------------------------------------------------------------------------------
+
+    def _on_announcement(self, announcement: Announcement) -> None:
+        """A verified advert batch arrived on a namespace topic: dial the peer if it matches.
+
+        Every matching register dials (a no-op when a session runs), not only new ones: a
+        refresh retries a dial that failed before.
+        """
+        if announcement.peer == self._node.peer_id:
+            return
+        self.advert_table.apply(announcement)
+        peer_id = ID.from_base58(announcement.peer)
+        for advert in announcement.adverts:
+            if advert.register and self._wanted(advert):
+                self._dial(peer_id, announcement.addrs)
+                return
+
+    def _wanted(self, advert: RemoteAdvert) -> bool:
+        """True when a local handle of the other kind matches ``advert``."""
+        router = self._node.router
+        if advert.is_intent:
+            return advert.route is not None and bool(router.matching_interests(advert.route))
+        return any(advert.matches(intent.route) for intent in router.intents())
+
+    # -- dialling ---------------------------------------------------------------------------------
+
+    def _found(
+        self, peer_id: ID, addrs: tuple[str, ...], route: Route, kind: str, expires: float
+    ) -> None:
+        """The DHT names ``peer_id`` as a provider of ``route``'s ``kind`` side: list it, dial."""
+        peer = str(peer_id)
+        type_name = route.type_name if isinstance(route, PlainRoute) else ""
+        self._discovered[(peer, str(route), kind)] = Discovered(
+            peer, str(route), kind, "dht", type_name, expires
+        )
+        self._dial(peer_id, addrs)
+
+    def _dial(self, peer_id: ID, addrs: Sequence[str]) -> None:
+        """Connect to a discovered peer once (its session then links what matches)."""
+        peer = str(peer_id)
+        node = self._node
+        if peer == node.peer_id or peer in self._dialing or node.session(peer) is not None:
+            return
+        if self._nursery is None or node.closing:
+            return
+        self._dialing.add(peer)
+        self._nursery.start_soon(self._connect, peer_id, tuple(addrs))
+
+    async def _connect(self, peer_id: ID, addrs: tuple[str, ...]) -> None:
+        peer = str(peer_id)
+        try:
+            candidates = list(addrs)
+            if not candidates and self.dht is not None:
+                record = await self.dht.get_node_record(peer)
+                if record is not None:
+                    candidates = list(record.addrs)
+            if not candidates:
+                candidates = [str(a) for a in self._node.known_addrs(peer_id)]
+            error: DndmError = Unavailable(f"no address known for discovered peer {peer}")
+            for addr in candidates:
+                self.stats.dials += 1
+                try:
+                    await self._node.connect(f"{addr}/p2p/{peer}", keep=False)
+                except (Unavailable, Closed) as exc:
+                    error = exc
+                    self.stats.dial_failures += 1
+                    continue
+                if self.dht is not None:
+                    await self.dht.kad.add_peer(peer_id)
+                return
+            self._node.report_error(error, peer=peer)
+        finally:
+            self._dialing.discard(peer)
+
+    # -- introspection ----------------------------------------------------------------------------
+
+    def discovered(self) -> list[Discovered]:
+        """Current (unexpired) intents and interests learnt through the DHT and gossip."""
+        self.advert_table.expire()
+        now = trio.current_time()
+        for key, found_entry in list(self._discovered.items()):
+            if found_entry.expires <= now:
+                del self._discovered[key]
+        found = list(self._discovered.values())
+        for entry in self.advert_table.entries():
+            advert = entry.advert
+            shown = str(advert.route if advert.route is not None else advert.pattern)
+            kind = "intent" if advert.is_intent else "interest"
+            found.append(
+                Discovered(entry.peer, shown, kind, "gossip", advert.type_name, entry.expires_at)
+            )
+        return found
+
+
+def _pattern_of(handle: Intent[Any] | Interest[Any]) -> Any:
+    if isinstance(handle, Interest) and handle.pattern is not None:
+        return handle.pattern
+    raise TypeError(f"{handle!r} has neither a route nor a pattern")
+
+
+def _addrs_of(info: Libp2pPeerInfo) -> tuple[str, ...]:
+    """Dialable multiaddrs of a provider record, without their ``/p2p/<id>`` part."""
+    found = []
+    suffix = f"/p2p/{info.peer_id}"
+    for addr in info.addrs:
+        text = str(addr)
+        # Only the trailing /p2p/<id>: a relayed address has another /p2p/ inside it.
+        found.append(text.removesuffix(suffix))
+    return tuple(dict.fromkeys(found))

@@ -1,0 +1,296 @@
+"""The publisher's end of a remote link: a peer's subscription to one of our routes.
+
+The link is a sink on the route (a :class:`DeliveryQueue` with the subscriber's QoS), so local
+intents deliver to it exactly as to a local interest.  One writer task drains it: it takes
+whatever is queued, up to the credit the subscriber granted, serializes it into one
+``DataBatch`` frame and writes it with one stream write.  It never writes one frame per message,
+and it never writes more than the subscriber can take, so a slow subscriber never makes yamux
+reset the stream: the queue's overflow policy decides what is dropped, and drops are counted
+and reported to the subscriber in the next batch.
+
+Reliable links number their messages, keep what is unacknowledged (bounded by the credit window,
+and by a TTL), and survive a broken stream: the node keeps the link attached for a grace period,
+and a new stream that resumes the same link gets everything after the subscriber's last
+delivered sequence number, in order, once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from typing import Any
+
+import trio
+
+from dndm_p2p.core.adverts import qos_from_wire
+from dndm_p2p.core.links import LinkInfo, LinkTracker
+from dndm_p2p.core.qos import Overflow, QoS
+from dndm_p2p.core.queue import DeliveryQueue
+from dndm_p2p.core.route import Route
+from dndm_p2p.core.router import Router, RouteState
+from dndm_p2p.errors import Closed, ConnectionLost, ProtocolError
+from dndm_p2p.node.results import error_for
+from dndm_p2p.nurseries import race
+from protocols import compression
+from protocols.framing import FrameReader, FrameWriter, read_message
+from protocols.v1 import control_pb2, data_pb2, result_pb2
+
+__all__ = ["MAX_BATCH_MESSAGES", "OutboundLink"]
+
+#: Most messages in one DataBatch frame.
+MAX_BATCH_MESSAGES = 4096
+#: Serialized bytes after which a batch is closed even if more is queued.
+MAX_BATCH_BYTES = 1 << 20
+
+
+def now_us() -> int:
+    """Wall-clock microseconds since the Unix epoch (the wire's time unit)."""
+    return time.time_ns() // 1000
+
+
+class OutboundLink:
+    """One peer's subscription to one of our routes (see the module docstring)."""
+
+    def __init__(
+        self,
+        router: Router,
+        route: Route,
+        peer: str,
+        opening: data_pb2.LinkOpen,
+        *,
+        message_ttl: float = 30.0,
+        max_frame_size: int,
+    ) -> None:
+        self.router = router
+        self.route = route
+        self.peer = peer
+        self.link_id = opening.link_id
+        self.qos: QoS = qos_from_wire(opening.qos)
+        # A reliable link never drops: its producers wait instead.
+        queue_qos = QoS(self.qos.depth, Overflow.BLOCK, True) if self.qos.reliable else self.qos
+        self.queue: DeliveryQueue[Any] = DeliveryQueue(
+            queue_qos, LinkInfo(self.link_id, route, peer, self.qos), LinkTracker()
+        )
+        self.compression = opening.chosen
+        self.credit = opening.initial_credit
+        self._credit_changed = trio.Event()
+        self.next_sequence = 1
+        self.acked = 0
+        self.sent = 0
+        self.expired = 0
+        self._unreported_expired = 0
+        self.compressed_batches = 0
+        self._reported_drops = 0
+        self._message_ttl = message_ttl
+        self._max_frame_size = max_frame_size
+        #: Reliable links: (sequence, payload, enqueue time) not yet acknowledged.
+        self.unacked: deque[tuple[int, bytes, float]] = deque()
+        self._state: RouteState | None = None
+        self.attached = False
+        self._serving: trio.CancelScope | None = None
+        self._idle = trio.Event()
+
+    @property
+    def reliable(self) -> bool:
+        """True when the subscriber asked for acknowledged, resumable delivery."""
+        return self.qos.reliable
+
+    def attach(self) -> None:
+        """Attach the sink to the route (raises UnknownRoute when we no longer publish it)."""
+        if self._state is None:
+            self._state = self.router.attach_remote_sink(self.route, self.queue)
+            self.attached = True
+
+    def detach(self) -> None:
+        """Unlink from the route and discard what is queued (idempotent)."""
+        state, self._state = self._state, None
+        if state is not None:
+            self.router.detach_sink(state, self.queue)
+        self.attached = False
+        self.queue.close()
+        self.queue.tracker.close()
+        self._credit_changed.set()
+
+    @property
+    def serving(self) -> bool:
+        """True while a stream carries this link."""
+        return self._serving is not None
+
+    async def serve(
+        self,
+        reader: FrameReader,
+        writer: FrameWriter,
+        opening: data_pb2.LinkOpen | None = None,
+    ) -> None:
+        """Run the link on one stream until it ends; return normally when the link closes.
+
+        ``opening`` resumes a reliable link on a new stream: a stream that still carries it is
+        stopped first, and what the subscriber already delivered is not sent again.  Raises
+        :class:`ConnectionLost` when the stream breaks, :class:`ProtocolError` when the
+        subscriber misbehaves.
+        """
+        while self._serving is not None:
+            self._serving.cancel()
+            await self._idle.wait()
+        scope = self._serving = trio.CancelScope()
+        self._idle = trio.Event()
+        try:
+            if opening is not None:
+                self._resume(opening)
+
+            async def write() -> None:
+                try:
+                    await self._resend_unacked(writer)
+                    await self._write_batches(writer)
+                except Closed:
+                    return
+
+            with scope:
+                await race(write, lambda: self._read_acks(reader))
+            if scope.cancelled_caught:
+                raise ConnectionLost(f"link on {self.route} moved to a newer stream")
+        finally:
+            self._serving = None
+            self._idle.set()
+
+    def _resume(self, opening: data_pb2.LinkOpen) -> None:
+        self.credit = opening.initial_credit
+        resume_after = opening.resume_after
+        if resume_after >= self.next_sequence:
+            raise ProtocolError(
+                f"resume after {resume_after}, but only {self.next_sequence - 1} were sent"
+            )
+        while self.unacked and self.unacked[0][0] <= resume_after:
+            self.unacked.popleft()
+        self.acked = max(self.acked, resume_after)
+
+    async def _resend_unacked(self, writer: FrameWriter) -> None:
+        """Resend what the subscriber did not acknowledge, within its credit, in order."""
+        cutoff = time.monotonic() - self._message_ttl
+        expired = 0
+        while self.unacked and self.unacked[0][2] < cutoff:
+            self.unacked.popleft()
+            expired += 1
+        # Expired messages are not resent; the next batch reports them, so the subscriber
+        # accepts the gap in sequence numbers they leave.
+        self.expired += expired
+        self._unreported_expired += expired
+        pending = list(self.unacked)
+        while pending:
+            await self._wait_credit()
+            chunk, pending = pending[: self.credit], pending[self.credit :]
+            self.credit -= len(chunk)
+            await writer.write_frames(
+                [self._batch_frame(chunk[0][0], [payload for _, payload, _ in chunk])]
+            )
+
+    async def _wait_credit(self) -> None:
+        while self.credit <= 0:
+            await self._credit_changed.wait()
+            if self.queue.closed:
+                raise Closed("link closed")
+
+    async def _write_batches(self, writer: FrameWriter) -> None:
+        queue = self.queue
+        items = queue.items
+        reliable = self.reliable
+        write_frames = writer.write_frames
+        # Room for a frame's envelope (link id, sequence numbers, header) besides the payloads.
+        budget = self._max_frame_size - 1024
+        while True:
+            if not items:
+                await queue.wait_nonempty()
+            if self.credit <= 0:
+                await self._wait_credit()
+            bodies: list[bytes] = []
+            written = 0
+            while items and self.credit > 0 and written < MAX_BATCH_BYTES:
+                if len(items) == 1:
+                    # The common case of a request/reply: one message, one frame, no loop.
+                    payloads = [queue.take_one().SerializeToString()]
+                    size = len(payloads[0])
+                else:
+                    limit = min(len(items), self.credit, MAX_BATCH_MESSAGES)
+                    # Serialize from the front of the queue and stop before a frame would grow
+                    # past its limit: a batch is bounded in bytes as well as in messages.
+                    payloads = []
+                    size = 0
+                    for msg in itertools.islice(items, limit):
+                        payload = msg.SerializeToString()
+                        if payloads and size + len(payload) > budget:
+                            break
+                        payloads.append(payload)
+                        size += len(payload)
+                    queue.take(len(payloads))
+                count = len(payloads)
+                first = self.next_sequence
+                self.next_sequence += count
+                self.credit -= count
+                self.sent += count
+                if reliable:
+                    stamp = time.monotonic()
+                    self.unacked.extend(
+                        (first + i, payload, stamp) for i, payload in enumerate(payloads)
+                    )
+                bodies.append(self._batch_frame(first, payloads))
+                written += size
+            await write_frames(bodies)
+
+    def _batch_frame(self, first: int, payloads: list[bytes]) -> bytes:
+        # Built in place: constructing DataFrame(batch=...) would deep-copy every payload.
+        frame = control_pb2.DataFrame()
+        batch = frame.batch
+        batch.link_id = self.link_id
+        batch.first_sequence = first
+        dropped = self.queue.dropped
+        if dropped != self._reported_drops or self._unreported_expired:
+            batch.dropped_since_last = dropped - self._reported_drops + self._unreported_expired
+            self._reported_drops = dropped
+            self._unreported_expired = 0
+        batch.messages.extend(payloads)
+        if self.compression and compression.compress_batch(batch, self.compression):
+            self.compressed_batches += 1
+        frame.header.timestamp_us = now_us()
+        body = frame.SerializeToString()
+        if len(body) > self._max_frame_size:
+            raise ProtocolError(
+                f"a message on {self.route} is {len(body)} bytes serialized, over the "
+                f"{self._max_frame_size}-byte frame limit; it was not sent"
+            )
+        return body
+
+    async def _read_acks(self, reader: FrameReader) -> None:
+        while True:
+            frame = await read_message(reader, control_pb2.DataFrame)
+            if frame is None:
+                raise ConnectionLost(f"subscriber {self.peer} closed the link on {self.route}")
+            kind = frame.WhichOneof("body")
+            if kind == "ack":
+                self._on_ack(frame.ack)
+            elif kind == "result":
+                if frame.result.code == result_pb2.Result.CLOSED:
+                    self.queue.close()
+                    self._credit_changed.set()
+                    return
+                raise error_for(frame.result, f"subscriber {self.peer} on {self.route}")
+            else:
+                raise ProtocolError(f"unexpected {kind!r} frame from the subscriber")
+
+    def _on_ack(self, ack: data_pb2.Ack) -> None:
+        if ack.cumulative_sequence >= self.next_sequence:
+            raise ProtocolError(
+                f"ack for sequence {ack.cumulative_sequence}, never sent (next is "
+                f"{self.next_sequence})"
+            )
+        if ack.cumulative_sequence > self.acked:
+            self.acked = ack.cumulative_sequence
+            unacked = self.unacked
+            while unacked and unacked[0][0] <= self.acked:
+                unacked.popleft()
+        if ack.credit:
+            if self.credit + ack.credit > 1 << 31:
+                raise ProtocolError("credit overflow")
+            self.credit += ack.credit
+            self._credit_changed.set()
+            self._credit_changed = trio.Event()

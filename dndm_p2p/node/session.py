@@ -1,0 +1,665 @@
+"""One connected peer: the control protocol, its adverts, and the data links to and from it.
+
+Each side opens one control stream (``/dndm/ctl/1.0.0``) to the other and writes on it only; it
+reads the one the peer opened.  The first frame each way is a ``Hello`` with the protocol
+version, capabilities, and the sender's full current set of intents and interests (the Go
+original never exchanged them); then batched register/unregister adverts, pings and pongs.
+
+From the peer's adverts and our own interests the session decides which data links it needs:
+for every route the peer publishes and some local interest wants, one
+:class:`~dndm_p2p.node.inbound.InboundLink` on its own ``/dndm/data/1.0.0`` stream.  Discovering the
+same route twice never opens a second link; a withdrawn intent or a closed interest closes it.
+The peer's links to us (:class:`~dndm_p2p.node.outbound.OutboundLink`) arrive as streams it opens.
+
+Everything the session starts lives in its nursery: when the session ends (the connection
+broke, the peer stopped answering pings, or it sent garbage), every link of the peer closes with
+it, and producers see their interest sets change at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+from google.protobuf.message import Message
+from libp2p.custom_types import TProtocol
+
+from dndm_p2p.core.adverts import RemoteAdvert, parse_advert
+from dndm_p2p.core.qos import Overflow, QoS
+from dndm_p2p.core.route import Route
+from dndm_p2p.core.router import Router
+from dndm_p2p.errors import (
+    Closed,
+    ConnectionLost,
+    DndmError,
+    ProtocolError,
+    UnknownRoute,
+    VersionMismatch,
+)
+from dndm_p2p.node.inbound import InboundLink
+from dndm_p2p.node.outbound import OutboundLink, now_us
+from dndm_p2p.node.results import code_for, data_result, error_for
+from dndm_p2p.node.streamio import data_stream
+from protocols.framing import FrameReader, FrameWriter, read_message
+from protocols.ids import (
+    CONTROL_PROTOCOL_ID,
+    DATA_PROTOCOL_ID,
+    MAX_CONTROL_FRAME_SIZE,
+    MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+)
+from protocols.v1 import (
+    advert_pb2,
+    common_pb2,
+    control_pb2,
+    hello_pb2,
+    ping_pb2,
+    result_pb2,
+)
+
+if TYPE_CHECKING:
+    from libp2p.abc import INetStream
+    from libp2p.peer.id import ID
+    from trio_typing import TaskStatus  # py-libp2p installs trio-stubs, which mypy prefers
+
+    from dndm_p2p.node.node import Node
+
+__all__ = ["PeerSession", "PeerStats"]
+
+_link_ids = itertools.count(1)
+
+
+@dataclass
+class PeerStats:
+    """Counters and timings of one peer."""
+
+    rtt_us: int | None = None
+    rtt_ewma_us: float | None = None
+    pings_sent: int = 0
+    pongs_received: int = 0
+    adverts_received: int = 0
+    bad_adverts: int = 0
+    protocol_errors: int = 0
+    links_opened: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class PeerSession:
+    """The control session with one peer, and every data link to and from it."""
+
+    def __init__(self, node: Node, peer_id: ID) -> None:
+        self.node = node
+        self.router: Router = node.router
+        self.peer_id = peer_id
+        self.peer = str(peer_id)
+        self.stats = PeerStats()
+        self.remote_name = ""
+        self.remote_capabilities: common_pb2.Capabilities | None = None
+        #: The peer's intents and interests, by the peer's handle id.
+        self.remote_intents: dict[int, RemoteAdvert] = {}
+        self.remote_interests: dict[int, RemoteAdvert] = {}
+        self.hello_received = trio.Event()
+        #: Set once a round-trip time has been measured.
+        self.rtt_measured = trio.Event()
+        self.ended = trio.Event()
+        self.error: DndmError | None = None
+        #: Our subscriptions to the peer's routes, by route id: (link, its cancel scope).
+        self.inbound: dict[str, tuple[InboundLink, trio.CancelScope]] = {}
+        #: The peer's subscriptions to our routes.
+        self.outbound: set[OutboundLink] = set()
+        self._pending: list[advert_pb2.Advert] = []
+        self._pending_frames: list[control_pb2.ControlFrame] = []
+        self._wake_writer = trio.Event()
+        self._pings: dict[int, int] = {}
+        self._link_failures: dict[str, int] = {}
+        self._closing = False
+        self._links_changed = trio.Event()
+        #: Whether the session had links when it ended (the node then reconnects).
+        self.had_links = False
+        self._serving_control = False
+        self._sent_frames = itertools.count(1)
+        #: Data streams the peer opened that are still being served (links or not yet).
+        self.pending_data_streams = 0
+        self._last_heard = trio.current_time()
+        self._nursery: trio.Nursery | None = None
+        self._writer: FrameWriter | None = None
+        self._ctl_stream: INetStream | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The nursery that owns every task of this peer."""
+        if self._nursery is None:
+            raise Closed(f"session with {self.peer} is not running")
+        return self._nursery
+
+    @property
+    def running(self) -> bool:
+        """True while the session runs."""
+        return self._nursery is not None and not self.ended.is_set()
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the session until the peer goes away or the node closes.
+
+        Errors that end the session are kept in :attr:`error` and reported through the node's
+        events; they never escape into the node's nursery.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                nursery.start_soon(self._guarded, self._run_control_writer)
+                nursery.start_soon(self._guarded, self._ping_loop)
+        except Exception as exc:
+            # A bug met while serving one peer ends that peer's session, not the node; it is
+            # reported (with the original exception as its cause), never hidden.
+            error = DndmError(f"internal error in the session with {self.peer}: {exc!r}")
+            error.__cause__ = exc
+            self.error = self.error or error
+            self.node.report_error(error, peer=self.peer)
+        finally:
+            self._nursery = None
+            self.had_links = bool(self.inbound or self.outbound)
+            for link, scope in self.inbound.values():
+                scope.cancel()
+                link.detach()
+            self.inbound.clear()
+            for out in list(self.outbound):
+                if not out.reliable:
+                    out.detach()
+            self.outbound.clear()
+            self.ended.set()
+            self.node.session_ended(self)
+
+    def close(self, error: DndmError | None = None) -> None:
+        """End the session (idempotent); ``error`` says why, if it failed."""
+        if error is not None and self.error is None:
+            self.error = error
+            self.stats.errors.append(str(error))
+            self.node.report_error(error, peer=self.peer)
+        nursery = self._nursery
+        if nursery is None:
+            return
+        if self._has_last_words() and not self._closing:
+            # Let the writer deliver the Result that says why (at most one second).
+            self._closing = True
+            self._wake_writer.set()
+            nursery.start_soon(self._cancel_after, 1.0)
+            return
+        if error is None and self.inbound and not self._closing:
+            # Leaving in good order: close our links first (each tells its publisher, which
+            # then lets a reliable link go at once), and only then the control stream.
+            self._closing = True
+            for _, scope in self.inbound.values():
+                scope.cancel()
+            nursery.start_soon(self._cancel_when_links_closed, 1.0)
+            return
+        nursery.cancel_scope.cancel()
+
+    async def _cancel_when_links_closed(self, limit: float) -> None:
+        with trio.move_on_after(limit):
+            while self.inbound:
+                await self._links_changed.wait()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def _has_last_words(self) -> bool:
+        return any(f.WhichOneof("body") == "result" for f in self._pending_frames)
+
+    async def _cancel_after(self, delay: float) -> None:
+        await trio.sleep(delay)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _guarded(self, work: Callable[[], Any], *args: Any) -> None:
+        """Run a session task; a failure ends the session with a recorded error."""
+        try:
+            await work(*args)
+        except DndmError as exc:
+            if isinstance(exc, ProtocolError):
+                self.stats.protocol_errors += 1
+            self.close(exc)
+
+    # -- the control stream: writing --------------------------------------------------------------
+
+    def _hello(self) -> control_pb2.ControlFrame:
+        hello = hello_pb2.Hello(
+            protocol_version=PROTOCOL_VERSION,
+            node_name=self.node.name,
+            capabilities=self.node.capabilities(),
+            sent_us=now_us(),
+        )
+        for intent in self.router.intents():
+            hello.intents.append(self.node.advert(intent, register=True))
+        for interest in self.router.interests():
+            hello.interests.append(self.node.advert(interest, register=True))
+        return control_pb2.ControlFrame(hello=hello)
+
+    def queue_advert(self, advert: advert_pb2.Advert) -> None:
+        """Queue an advert; the writer sends queued adverts as one batch."""
+        self._pending.append(advert)
+        self._wake_writer.set()
+
+    def _queue_frame(self, frame: control_pb2.ControlFrame) -> None:
+        self._pending_frames.append(frame)
+        self._wake_writer.set()
+
+    def _stamped(self, frame: control_pb2.ControlFrame) -> control_pb2.ControlFrame:
+        """Give an outgoing control frame its send time and its sequence number (from 1)."""
+        frame.header.timestamp_us = now_us()
+        frame.header.sequence = next(self._sent_frames)
+        return frame
+
+    async def _run_control_writer(self) -> None:
+        try:
+            stream = await self.node.host.new_stream(self.peer_id, [TProtocol(CONTROL_PROTOCOL_ID)])
+        except Exception as exc:  # py-libp2p raises assorted errors for a failed negotiation
+            raise ConnectionLost(f"could not open a control stream to {self.peer}: {exc}") from exc
+        self._ctl_stream = stream
+        writer = FrameWriter(stream, MAX_CONTROL_FRAME_SIZE)
+        self._writer = writer
+        # The hello carries the full current set; adverts queued before it are in it.
+        self._pending.clear()
+        await writer.write_message(self._stamped(self._hello()))
+        try:
+            while True:
+                await self._wake_writer.wait()
+                self._wake_writer = trio.Event()
+                frames, self._pending_frames = self._pending_frames, []
+                if self._pending:
+                    adverts, self._pending = self._pending, []
+                    for start in range(0, len(adverts), 512):
+                        batch = advert_pb2.AdvertBatch(adverts=adverts[start : start + 512])
+                        frames.append(control_pb2.ControlFrame(adverts=batch))
+                if frames:
+                    await writer.write_messages(self._stamped(f) for f in frames)
+                if self._closing and not self._has_last_words():
+                    self.close()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                # Last words: a Result queued as the session failed (say, a version mismatch)
+                # must reach the peer before the stream closes.
+                last = [f for f in self._pending_frames if f.WhichOneof("body") == "result"]
+                if last and not writer.broken:
+                    with contextlib.suppress(ConnectionLost):
+                        await writer.write_messages(self._stamped(f) for f in last)
+                await _close_quietly(stream)
+
+    def _watched(self) -> bool:
+        """True when the peer's health matters: the session has links, the application asked
+        for the peer, or its round-trip time is not known yet.  Other sessions (the many a DHT
+        or a gossip mesh opens) send no pings: liveness costs nothing until it matters."""
+        return bool(
+            self.inbound
+            or self.outbound
+            or self.peer in self.node.wanted_peers
+            or self.stats.rtt_us is None
+        )
+
+    async def _ping_loop(self) -> None:
+        interval = self.node.config.ping_interval
+        timeout = self.node.config.ping_timeout
+        nonce = secrets.randbits(32)
+        watched_since: float | None = None
+        while True:
+            await trio.sleep(interval)
+            if not self._watched():
+                watched_since = None
+                continue
+            now = trio.current_time()
+            if watched_since is None:
+                watched_since = now
+            silent = now - max(self._last_heard, watched_since)
+            if silent > timeout:
+                raise ConnectionLost(f"{self.peer} has not answered for {silent:.1f} s")
+            nonce += 1
+            sent = now_us()
+            self._pings[nonce] = sent
+            if len(self._pings) > 16:
+                self._pings.pop(next(iter(self._pings)))
+            self.stats.pings_sent += 1
+            self._queue_frame(
+                control_pb2.ControlFrame(ping=ping_pb2.Ping(nonce=nonce, sent_us=sent))
+            )
+
+    # -- the control stream: reading --------------------------------------------------------------
+
+    async def serve_control(self, stream: INetStream) -> None:
+        """Read the control stream the peer opened, until it ends."""
+        if self._serving_control:
+            # One control stream per direction: a second one is refused (and counted).
+            self.stats.protocol_errors += 1
+            self.node.report_error(
+                ProtocolError(f"{self.peer} opened a second control stream"), peer=self.peer
+            )
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await _reset_quietly(stream)
+            return
+        self._serving_control = True
+        reader = FrameReader(stream, MAX_CONTROL_FRAME_SIZE)
+        nonce = 0
+        try:
+            first = await read_message(reader, control_pb2.ControlFrame)
+            if first is None:
+                raise ConnectionLost(f"{self.peer} closed its control stream before the hello")
+            nonce = first.header.sequence
+            if first.WhichOneof("body") != "hello":
+                raise ProtocolError(f"{self.peer} sent {first.WhichOneof('body')!r} before hello")
+            self._on_hello(first)
+            while True:
+                frame = await read_message(reader, control_pb2.ControlFrame)
+                if frame is None:
+                    # The peer left in good order (a reset would have raised): not an error.
+                    self.close()
+                    return
+                nonce = frame.header.sequence
+                self._last_heard = trio.current_time()
+                self._on_frame(frame)
+        except DndmError as exc:
+            if isinstance(exc, ProtocolError) and not isinstance(exc, VersionMismatch):
+                self.stats.protocol_errors += 1
+                self._queue_frame(_result_frame(exc, nonce))
+            self.close(exc)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await _close_quietly(stream)
+
+    def _on_hello(self, frame: control_pb2.ControlFrame) -> None:
+        hello = frame.hello
+        self._last_heard = trio.current_time()
+        if hello.protocol_version != PROTOCOL_VERSION:
+            self._queue_frame(
+                _result_frame(
+                    VersionMismatch(
+                        f"this node speaks dndm protocol version {PROTOCOL_VERSION}, "
+                        f"not {hello.protocol_version}"
+                    ),
+                    frame.header.sequence,
+                )
+            )
+            raise VersionMismatch(
+                f"{self.peer} speaks dndm protocol version {hello.protocol_version}; "
+                f"this node speaks {PROTOCOL_VERSION}"
+            )
+        self.remote_name = hello.node_name
+        self.remote_capabilities = hello.capabilities
+        self.remote_intents.clear()
+        self.remote_interests.clear()
+        self._apply_adverts([*hello.intents, *hello.interests], frame.header.sequence)
+        self.hello_received.set()
+        self.reconcile()
+
+    def _on_frame(self, frame: control_pb2.ControlFrame) -> None:
+        kind = frame.WhichOneof("body")
+        if kind == "adverts":
+            self._apply_adverts(frame.adverts.adverts, frame.header.sequence)
+            self.reconcile()
+        elif kind == "ping":
+            pong = ping_pb2.Pong(
+                nonce=frame.ping.nonce,
+                ping_sent_us=frame.ping.sent_us,
+                received_us=now_us(),
+                payload=frame.ping.payload,
+            )
+            pong.sent_us = now_us()
+            self._queue_frame(control_pb2.ControlFrame(pong=pong))
+        elif kind == "pong":
+            sent = self._pings.pop(frame.pong.nonce, None)
+            if sent is not None:
+                # The peer's time between receiving the ping and answering is not on the wire.
+                held = max(0, frame.pong.sent_us - frame.pong.received_us)
+                rtt = max(0, now_us() - sent - held)
+                self.stats.rtt_us = rtt
+                ewma = self.stats.rtt_ewma_us
+                self.stats.rtt_ewma_us = rtt if ewma is None else 0.8 * ewma + 0.2 * rtt
+                self.stats.pongs_received += 1
+                self.rtt_measured.set()
+        elif kind == "result":
+            error = error_for(frame.result, f"{self.peer} reported")
+            if isinstance(error, VersionMismatch):
+                raise error
+            self.node.report_error(error, peer=self.peer)
+        elif kind == "hello":
+            raise ProtocolError(f"{self.peer} sent a second hello")
+
+    def _apply_adverts(self, adverts: Any, nonce: int) -> None:
+        for wire in adverts:
+            self.stats.adverts_received += 1
+            try:
+                advert = parse_advert(wire)
+            except ProtocolError as exc:
+                # One bad advert costs only itself: count it, tell the peer, keep the rest.
+                self.stats.bad_adverts += 1
+                self.node.report_error(exc, peer=self.peer)
+                self._queue_frame(_result_frame(exc, nonce))
+                continue
+            table = self.remote_intents if advert.is_intent else self.remote_interests
+            if advert.register:
+                limit = self.node.config.max_remote_adverts
+                if advert.handle_id not in table and len(table) >= limit:
+                    self.stats.bad_adverts += 1
+                    self.node.report_error(
+                        ProtocolError(f"{self.peer} advertised more than the limit"), peer=self.peer
+                    )
+                    continue
+                table[advert.handle_id] = advert
+            else:
+                table.pop(advert.handle_id, None)
+
+    # -- data links we open (we subscribe to the peer's routes) -----------------------------------
+
+    def wanted_links(self) -> dict[str, tuple[Route, type[Message], QoS]]:
+        """Routes the peer publishes that a local interest wants, with the link's type and QoS."""
+        wanted: dict[str, tuple[Route, type[Message], QoS]] = {}
+        for advert in self.remote_intents.values():
+            route = advert.route
+            if route is None or route.id in wanted:
+                continue
+            interests = self.router.matching_interests(route)
+            if interests:
+                wanted[route.id] = (route, interests[0].msg_type, _link_qos(interests))
+        return wanted
+
+    def reconcile(self) -> None:
+        """Open the links we need and close the ones we no longer need (idempotent)."""
+        if self._nursery is None or not self.hello_received.is_set():
+            return
+        wanted = self.wanted_links()
+        for route_id in list(self.inbound):
+            if route_id not in wanted:
+                link, scope = self.inbound.pop(route_id)
+                scope.cancel()
+                link.detach()
+        for route_id, (route, msg_type, qos) in wanted.items():
+            if route_id not in self.inbound:
+                link = self.node.inbound_link(self, route, msg_type, qos)
+                scope = trio.CancelScope()
+                self.inbound[route_id] = (link, scope)
+                self._nursery.start_soon(self._run_inbound, link, scope)
+
+    async def _run_inbound(self, link: InboundLink, scope: trio.CancelScope) -> None:
+        failed = False
+        with scope:
+            try:
+                stream = await self.node.host.new_stream(
+                    self.peer_id, [TProtocol(DATA_PROTOCOL_ID)]
+                )
+            except Exception as exc:  # a failed negotiation; the session decides what next
+                self.node.report_error(
+                    ConnectionLost(f"could not open a data stream to {self.peer}: {exc}"),
+                    peer=self.peer,
+                )
+                self._forget_inbound(link, failed=True)
+                return
+            self.stats.links_opened += 1
+            io = data_stream(stream)
+            reader = FrameReader(io, MAX_FRAME_SIZE)
+            writer = FrameWriter(io, MAX_FRAME_SIZE)
+            try:
+                await link.serve(reader, writer)
+            except UnknownRoute as exc:
+                # The peer withdrew the intent while we were opening: its advert follows.
+                self.node.report_error(exc, peer=self.peer)
+                failed = True
+            except ProtocolError as exc:
+                self.stats.protocol_errors += 1
+                self.node.report_error(exc, peer=self.peer)
+                failed = True
+                with trio.move_on_after(1):
+                    await _write_quietly(writer, data_result(exc, link_id=link.link_id))
+            except DndmError as exc:  # connection lost, or the publisher refused the link
+                if not (isinstance(exc, ConnectionLost) and self.node.moving(self)):
+                    # (A relayed connection giving way to a direct one is no error: the link
+                    # resumes on the new session.)
+                    self.node.report_error(exc, peer=self.peer)
+                failed = True
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    # Leaving on purpose (unsubscribed, or this node is closing): say so, so a
+                    # reliable publisher lets the link go at once instead of keeping it for
+                    # the subscriber's return.
+                    leaving = scope.cancel_called or self.node.closing
+                    if leaving and not writer.broken:
+                        await _write_quietly(
+                            writer,
+                            data_result(
+                                result_pb2.Result.CLOSED, "unsubscribed", link_id=link.link_id
+                            ),
+                        )
+                        # Wait (briefly) for the publisher to close its side: then it has
+                        # processed the CLOSED before our connection can go away.
+                        await _drain_quietly(reader)
+                    await _close_quietly(stream)
+        self._forget_inbound(link, failed=failed and not scope.cancel_called)
+
+    def _forget_inbound(self, link: InboundLink, *, failed: bool = False) -> None:
+        entry = self.inbound.get(link.route.id)
+        if entry is not None and entry[0] is link:
+            del self.inbound[link.route.id]
+            self._links_changed.set()
+            self._links_changed = trio.Event()
+        if failed and self._nursery is not None:
+            # Try again later (a link that keeps failing backs off to ten seconds).
+            failures = self._link_failures.get(link.route.id, 0) + 1
+            self._link_failures[link.route.id] = failures
+            self._nursery.start_soon(self._reconcile_later, min(10.0, 0.1 * 2**failures))
+        else:
+            self._link_failures.pop(link.route.id, None)
+
+    async def _reconcile_later(self, delay: float) -> None:
+        await trio.sleep(delay)
+        self.reconcile()
+
+    # -- data links the peer opens (it subscribes to our routes) ----------------------------------
+
+    async def serve_data(self, stream: INetStream) -> None:
+        """Serve a data stream the peer opened: validate its LinkOpen, then feed the link."""
+        io = data_stream(stream)
+        reader = FrameReader(io, MAX_FRAME_SIZE)
+        writer = FrameWriter(io, MAX_FRAME_SIZE)
+        link: OutboundLink | None = None
+        link_id = nonce = 0
+        try:
+            frame = await self._read_link_open(reader)
+            opening = frame.open
+            link_id, nonce = opening.link_id, frame.header.sequence
+            link = self.node.outbound_link(self, opening)
+            self.outbound.add(link)
+            await link.serve(reader, writer, opening)
+            if link.queue.closed and not writer.broken:
+                await writer.write_frames(
+                    [data_result(result_pb2.Result.CLOSED, "intent withdrawn", link_id=link_id)]
+                )
+        except DndmError as exc:
+            if isinstance(exc, ProtocolError):
+                self.stats.protocol_errors += 1
+                with trio.move_on_after(1):
+                    await _write_quietly(writer, data_result(exc, link_id=link_id, nonce=nonce))
+            self.node.report_error(exc, peer=self.peer)
+        finally:
+            self.pending_data_streams -= 1
+            if link is not None:
+                self.outbound.discard(link)
+                self.node.link_stream_ended(link)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await _close_quietly(stream)
+
+    async def _read_link_open(self, reader: FrameReader) -> control_pb2.DataFrame:
+        timeout = self.node.config.handshake_timeout
+        frame = None
+        with trio.move_on_after(timeout):
+            frame = await read_message(reader, control_pb2.DataFrame)
+            if frame is None:
+                raise ConnectionLost(f"{self.peer} closed a data stream before opening a link")
+        if frame is None:
+            raise ProtocolError(f"{self.peer} opened a data stream but no link within {timeout} s")
+        kind = frame.WhichOneof("body")
+        if kind != "open":
+            raise ProtocolError(f"a data stream must start with LinkOpen, not {kind!r}")
+        return frame
+
+    # -- introspection ----------------------------------------------------------------------------
+
+    def linked_routes(self) -> list[str]:
+        """Route strings linked with this peer, both ways."""
+        routes = {str(link.route) for link, _ in self.inbound.values()}
+        routes.update(str(link.route) for link in self.outbound)
+        return sorted(routes)
+
+
+def _link_qos(interests: list[Any]) -> QoS:
+    """One link serves every local interest on a route: the strongest settings win."""
+    depth = max(i.qos.depth for i in interests)
+    overflows = {i.qos.overflow for i in interests}
+    if Overflow.BLOCK in overflows:
+        overflow = Overflow.BLOCK
+    elif Overflow.DROP_OLDEST in overflows:
+        overflow = Overflow.DROP_OLDEST
+    else:
+        overflow = Overflow.DROP_NEWEST
+    return QoS(depth, overflow, any(i.qos.reliable for i in interests))
+
+
+def _result_frame(exc: DndmError, nonce: int = 0) -> control_pb2.ControlFrame:
+    return control_pb2.ControlFrame(
+        result=result_pb2.Result(
+            code=code_for(exc), description=str(exc), transient=exc.transient, nonce=nonce
+        )
+    )
+
+
+async def _write_quietly(writer: FrameWriter, body: bytes) -> None:
+    """Best-effort last words on a stream that may already be broken."""
+    try:
+        await writer.write_frames([body])
+    except ConnectionLost:
+        return
+
+
+async def _drain_quietly(reader: FrameReader) -> None:
+    """Read and discard frames until the peer closes its side (or the stream fails)."""
+    with contextlib.suppress(DndmError):
+        while await reader.read_frame() is not None:
+            pass
+
+
+async def _reset_quietly(stream: INetStream) -> None:
+    """Reset a stream we refuse; py-libp2p raises if it is already gone."""
+    try:
+        await stream.reset()
+    except Exception:
+        return
+
+
+async def _close_quietly(stream: INetStream) -> None:
+    """Close a stream that may already be reset; py-libp2p raises for those."""
+    try:
+        await stream.close()
+    except Exception:
+        return
