@@ -62,6 +62,7 @@ def _mypy(tmp_path: Path, source: str) -> tuple[str, int]:
     return stdout + stderr, status
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_handles_carry_the_message_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, Phase, example, given, settings
@@ -169,6 +170,8 @@ results = st.builds(
     transient=st.booleans(),
     link_id=u64,
 )
+
+pytestmark = pytest.mark.slow  # three hypothesis runs against a live node, ~15 s each
 
 
 def _control(body: str, strategy: SearchStrategy[Any]) -> SearchStrategy[control_pb2.ControlFrame]:

@@ -267,6 +267,7 @@ def test_seventy_thousand_addresses_are_valid_private_multiaddrs() -> None:
         SimNetwork(subnet="10.0.0.0/30").address_of(4)
 
 
+@pytest.mark.slow
 async def test_seventy_thousand_dials_get_valid_ports_that_skip_busy_ones(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -34,6 +34,7 @@ def kinds(events: list[dict[str, Any]]) -> set[str]:
     return {e["ev"] for e in events}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_baseline(tmp_path: Path) -> None:
     summary, _ = run_stock("baseline", tmp_path)
@@ -43,6 +44,7 @@ def test_baseline(tmp_path: Path) -> None:
     assert summary["delivery_s_p95"] < 0.2  # tens of ms of latency, two hops at most
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_churn(tmp_path: Path) -> None:
     summary, events = run_stock("churn", tmp_path)
@@ -53,6 +55,7 @@ def test_churn(tmp_path: Path) -> None:
     assert summary["delivery_ratio_linked"] >= 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_partition_heal(tmp_path: Path) -> None:
     summary, events = run_stock("partition_heal", tmp_path)
@@ -62,6 +65,7 @@ def test_partition_heal(tmp_path: Path) -> None:
     assert summary["delivery_s_max"] > 5
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_nat_mix(tmp_path: Path) -> None:
     summary, _ = run_stock("nat_mix", tmp_path)
@@ -69,6 +73,7 @@ def test_nat_mix(tmp_path: Path) -> None:
     assert summary["discovery_by_class"]["public"]["success"] >= 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bootstrap_overload(tmp_path: Path) -> None:
     summary, events = run_stock("bootstrap_overload", tmp_path)
