@@ -170,6 +170,15 @@ def test_imports_point_downward_only() -> None:
     assert not upward, "imports that do not point downward:\n" + "\n".join(upward)
 
 
+def _run(code: str) -> str:
+    """What a fresh interpreter running ``code`` in the repository prints."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @pytest.mark.parametrize(
     "statement",
     [
@@ -184,17 +193,13 @@ def test_the_in_process_library_loads_no_libp2p(statement: str) -> None:
         f"{statement}\nimport sys\n"
         "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'libp2p')))"
     )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
-    ).stdout.strip()
+    loaded = _run(code).strip()
     assert loaded == "", f"{statement!r} loaded py-libp2p: {loaded[:200]}"
 
 
 def test_the_node_is_still_served_by_the_top_level_package() -> None:
     code = "import dndm_p2p, sys\nprint(dndm_p2p.Node.__module__, 'libp2p' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
-    ).stdout.split()
+    out = _run(code).split()
     assert out == ["dndm_p2p.node.node", "True"]
 
 
