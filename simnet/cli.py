@@ -18,14 +18,19 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from protocols.errors import ConfigError
-from simnet.report import HEADLINE, compare_runs, format_value, load_run, write_report
-from simnet.runner import Progress, check_out_dir, default_run_dir, run_scenario
-from simnet.scenario import load_scenario, stock_scenarios
 
-__all__ = ["ProgressBar", "main", "parser"]
+# The runner, the reports and the scenarios (py-libp2p under them) are imported by the handler
+# only: ``dndm`` registers this command on every run, whatever the command (see register).
+if TYPE_CHECKING:
+    from dndm_p2p.cli.plugins import Commands, Handler
+    from simnet.runner import Progress
+
+__all__ = ["ProgressBar", "main", "parser", "register"]
+
+_DESCRIPTION = "Emulate DNDM meshes: real nodes on an emulated network under virtual time."
 
 _HEADLINE_KEYS = (
     "speedup",
@@ -56,11 +61,27 @@ def _seconds(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     """The ``dndm sim`` argument parser."""
-    top = argparse.ArgumentParser(
-        prog="dndm sim",
-        description="Emulate DNDM meshes: real nodes on an emulated network under virtual time.",
+    top = argparse.ArgumentParser(prog="dndm sim", description=_DESCRIPTION)
+    _add_commands(top)
+    return top
+
+
+def register(commands: Commands) -> Handler:
+    """Add ``sim`` to the ``dndm`` parser's ``commands``; returns its handler.
+
+    The ``dndm.commands`` entry point of this distribution (see :mod:`dndm_p2p.cli.plugins`).
+    """
+    sim = commands.add_parser(
+        "sim",
+        help="emulate DNDM meshes under virtual time (dndm sim --help)",
+        description=_DESCRIPTION,
     )
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_commands(sim)
+    return lambda args: _run(args, sys.stdout)
+
+
+def _add_commands(top: argparse.ArgumentParser) -> None:
+    commands = top.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run a scenario (a TOML file or a stock name)")
     run.add_argument("scenario", help="scenario file, or a stock scenario name")
     run.add_argument("--nodes", type=_positive_int, help="number of nodes (scenario's default)")
@@ -75,7 +96,6 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b", type=Path)
     compare.add_argument("--out", type=Path, help="output directory (default RUN_B/compare)")
     commands.add_parser("list", help="list the stock scenarios")
-    return top
 
 
 class ProgressBar:
@@ -118,6 +138,8 @@ def _duration(seconds: float) -> str:
 
 
 def _print_headline(summary: dict[str, object], out: TextIO) -> None:
+    from simnet.report import HEADLINE, format_value
+
     labels = {key: (label, unit) for key, label, unit in HEADLINE}
     for key in _HEADLINE_KEYS:
         label, unit = labels[key]
@@ -125,6 +147,10 @@ def _print_headline(summary: dict[str, object], out: TextIO) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from simnet.report import load_run
+    from simnet.runner import check_out_dir, default_run_dir, run_scenario
+    from simnet.scenario import load_scenario
+
     scenario = load_scenario(args.scenario).with_overrides(nodes=args.nodes, seed=args.seed)
     if args.watchdog is not None:
         scenario = dataclasses.replace(scenario, watchdog=args.watchdog)
@@ -149,21 +175,27 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of ``dndm sim``; returns the exit status."""
-    stream = out if out is not None else sys.stdout
-    args = parser().parse_args(argv)
+    return _run(parser().parse_args(argv), out if out is not None else sys.stdout)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the ``dndm sim`` subcommand that ``args`` name, writing to ``out``; the exit status."""
+    from simnet.report import compare_runs, write_report
+    from simnet.scenario import stock_scenarios
+
     try:
-        if args.command == "run":
-            return _cmd_run(args, stream)
-        if args.command == "report":
+        if args.sim_command == "run":
+            return _cmd_run(args, out)
+        if args.sim_command == "report":
             summary = write_report(args.run)
-            _print_headline(summary, stream)
-            stream.write(f"report: {args.run / 'summary.md'}\n")
-        elif args.command == "compare":
+            _print_headline(summary, out)
+            out.write(f"report: {args.run / 'summary.md'}\n")
+        elif args.sim_command == "compare":
             target = compare_runs(args.run_a, args.run_b, args.out or args.run_b / "compare")
-            stream.write(f"comparison: {target}\n")
+            out.write(f"comparison: {target}\n")
         else:
             for name in stock_scenarios():
-                stream.write(f"{name}\n")
+                out.write(f"{name}\n")
     except ConfigError as exc:
         sys.stderr.write(f"dndm sim: error: {exc}\n")
         return 2

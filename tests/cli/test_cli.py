@@ -19,15 +19,8 @@ import trio
 from google.protobuf.message import Message
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
-from dndm_p2p.cli.main import (
-    BOOTSTRAP_MAX_CONNECTIONS,
-    EXIT_PERMANENT,
-    EXIT_TRANSIENT,
-    default_admin_socket,
-    main,
-    node_config,
-    parse_args,
-)
+from dndm_p2p.cli.exitcodes import EXIT_PERMANENT, EXIT_TRANSIENT
+from dndm_p2p.cli.main import main, parse_args
 from dndm_p2p.cli.msgtypes import (
     generate_message,
     latency_us,
@@ -39,6 +32,9 @@ from dndm_p2p.cli.msgtypes import (
     resolve_message_type,
     type_from_descriptor_set,
 )
+from dndm_p2p.cli.options import BOOTSTRAP_MAX_CONNECTIONS
+from dndm_p2p.cli.running import node_config
+from dndm_p2p.cli.runtime import default_admin_socket
 from dndm_p2p.config import NodeConfig
 from dndm_p2p.errors import ConfigError
 from dndm_p2p.host.identity import load_identity, peer_id_of
