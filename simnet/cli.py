@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import TextIO
 
 from protocols.errors import ConfigError
+from simnet.manifest import check_out_dir, default_run_dir
+from simnet.progress import Progress
 from simnet.report import HEADLINE, compare_runs, format_value, load_run, write_report
-from simnet.runner import Progress, check_out_dir, default_run_dir, run_scenario
+from simnet.runner import run_scenario
 from simnet.scenario import load_scenario, stock_scenarios
 
 __all__ = ["ProgressBar", "main", "parser"]

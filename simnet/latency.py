@@ -1,9 +1,10 @@
 """The scenario's latency model as a :data:`~simnet.net.LatencyFn`: :class:`LatencyModel`.
 
 A :class:`~simnet.scenario.LatencySpec` names the model (``constant``, ``uniform`` per pair,
-or ``regions`` with a matrix and jitter); the model turns it into one-way seconds between two
-addresses, drawn once per ordered pair from a hash of the pair and the seed, times the spike
-``factor`` that ``latency_spike`` events set.
+or ``regions`` with a matrix and jitter); the model turns it into one-way seconds from one
+address to another.  The random part of a pair's latency comes from a hash of the unordered
+pair and the seed (so it is the same in every run with that seed) and is cached; the result is
+multiplied by the spike ``factor`` that ``latency_spike`` events set.
 """
 
 from __future__ import annotations

@@ -61,7 +61,6 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 __all__ = [
-    "EPOCH",
     "LatencyModel",
     "Progress",
     "ProgressFn",
