@@ -246,7 +246,7 @@ class SimNetwork:
                 raise OpenConnectionError(f"dial {ip}:{port} from {src.ip}: connection refused")
             connection = SimConnection(self, src, src._ports.take(), dst, port)
             dst.counters.dials_in += 1
-            listener._accept(connection.listener_end)
+            listener.accept(connection.listener_end)
         except OpenConnectionError:
             src.counters.dials_failed += 1
             raise

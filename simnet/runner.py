@@ -48,7 +48,7 @@ from simnet.clock import key_pair_from, libp2p_virtual_time, mock_clock, seeded_
 from simnet.hosts import SimHostOptions, running_sim_host
 from simnet.isolation import SimulatedCrash, describe, failure_of, raise_crash, start_watchdog
 from simnet.latency import LatencyModel
-from simnet.manifest import check_out_dir, default_run_dir, run_manifest, write_manifest
+from simnet.manifest import Mark, check_out_dir, default_run_dir, run_manifest, write_manifest
 from simnet.metrics import EventLog
 from simnet.mplex_fix import mplex_duplex_fix
 from simnet.net import Nat, NodeClass, SimNetwork
@@ -112,7 +112,7 @@ class _Runner:
         self.t0 = 0.0
         self.end_at = math.inf
         self.aborted: str | None = None
-        self.marks: dict[str, tuple[float, float, float]] = {}
+        self.marks: dict[str, Mark] = {}
         self.wall_start = time.monotonic()
         self.last_report = -math.inf
         self.rate_mark: tuple[float, float] | None = None

@@ -374,7 +374,11 @@ class SimListener(IListener):
                 del self._node._listeners[port]
         self._ports.clear()
 
-    def _accept(self, stream: SimStream) -> None:
+    def accept(self, stream: SimStream) -> None:
+        """Serve a new connection (``stream`` is its listener end) in the background nursery.
+
+        :raises OpenConnectionError: the swarm has not given this listener its nursery.
+        """
         nursery = self.background_nursery
         if nursery is None:
             raise OpenConnectionError("listener has no background nursery (swarm not running)")
