@@ -1,13 +1,14 @@
-"""An emulated IP network for many py-libp2p hosts in one trio run: ``SimNetwork`` + its transport.
+"""The emulated IP network for many py-libp2p hosts in one trio run: :class:`SimNetwork`.
 
-Each simulated node has one IPv4 address and reaches the others through a py-libp2p transport
-(:class:`SimTransport`, an ``ITransport``) whose connections are in-memory byte pipes.  The
-normal upgrader runs on top (multistream-select, Noise or plaintext, yamux or mplex), so the
-hosts are real py-libp2p hosts.  Meant to run under ``trio.testing.MockClock`` (virtual time).
+Each simulated node (:class:`~simnet.transport.SimNode`) has one IPv4 address and reaches the
+others through the py-libp2p transport :meth:`SimNetwork.transport` hands out
+(:mod:`simnet.transport`), whose connections are in-memory byte pipes.  The normal upgrader
+runs on top (multistream-select, Noise or plaintext, yamux or mplex), so the hosts are real
+py-libp2p hosts.  Meant to run under ``trio.testing.MockClock`` (virtual time).
 
 The model, owned by :class:`SimNetwork`:
 
-* **Latency**: one-way seconds per pair of nodes (a function of the two addresses).
+* **Latency**: one-way seconds per pair of nodes (a :data:`LatencyFn` of the two addresses).
 * **Uplink bandwidth** per node (its class): the node's writes are serialised on one uplink.
 * **Loss** as retransmission delay: each write is retransmitted a geometric number of times,
   each time after a retransmission timeout that doubles (TCP-like: bytes arrive late, in order).
@@ -15,46 +16,48 @@ The model, owned by :class:`SimNetwork`:
   ``dial_fail_delay``; bytes written on an open connection are black-holed while the partition
   lasts and delivered in order after the heal (TCP keeps retransmitting), unless the connection
   was given up on meanwhile.
-* **NAT classes** (:class:`Nat`): public nodes accept every dial; a cone-NAT node accepts a
-  dial only from an address it has dialled before; a symmetric-NAT node accepts none (it is
-  reachable through relays only).  Refused dials fail like partitioned ones, after a delay.
-* **Connection limits** per class (:class:`NodeClass`), applied by the hosts built on the node.
+* **NAT classes** (:class:`~simnet.node_class.Nat`): public nodes accept every dial; a
+  cone-NAT node accepts a dial only from an address it has dialled before; a symmetric-NAT
+  node accepts none (it is reachable through relays only).  Refused dials fail like
+  partitioned ones, after a delay.
+* **Connection limits** per class (:class:`~simnet.node_class.NodeClass`), applied by the
+  hosts built on the node.
 
 Delivery has no forwarding task: each write is stamped with its delivery time,
 ``max(last stamp, now + size / uplink + latency + loss delay)`` (so delivery is FIFO), and a
 read sleeps until the stamp of the data at its head.  A dial costs one round trip (the TCP
-handshake).  A close sends an end-of-stream after the data already written; a reset (of a
-connection or a crashed node) reaches the other end one latency later and fails its reads and
-writes there.
+handshake).
 
 Addresses come from a private range (``10.0.0.0/8`` by default; Kademlia's per-/24 subnet
-limit exempts private ranges), ``hosts_per_subnet`` nodes to a /24.  Dialling ports are
-counted per address and wrap inside 32768-60999, skipping ports still in use, so no address is
-ever an invalid multiaddr however many connections a run makes.
+limit exempts private ranges), ``hosts_per_subnet`` nodes to a /24.
+
+The node classes and the transport objects are importable from here too.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
-import math
 import random
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Final
 
 import trio
-from libp2p.abc import IListener, IRawConnection, ITransport
-from libp2p.custom_types import THandler
-from libp2p.io.abc import ReadWriteCloser
-from libp2p.io.exceptions import ConnectionClosedError
-from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.transport.exceptions import OpenConnectionError
-from multiaddr import Multiaddr
 
 from protocols.errors import ConfigError
+from simnet.node_class import PUBLIC, Nat, NodeClass
+from simnet.transport import (
+    DEFAULT_LISTEN_PORT,
+    EPHEMERAL_PORTS,
+    Counters,
+    DialPorts,
+    Pipe,
+    SimConnection,
+    SimListener,
+    SimNode,
+    SimStream,
+    SimTransport,
+)
 
 __all__ = [
     "DEFAULT_LISTEN_PORT",
@@ -73,12 +76,6 @@ __all__ = [
     "constant_latency",
 ]
 
-logger = logging.getLogger(__name__)
-
-#: The port a node listens on when asked for port 0.
-DEFAULT_LISTEN_PORT: Final = 4001
-#: Dialling ports (Linux's default ephemeral range).
-EPHEMERAL_PORTS: Final = range(32768, 61000)
 #: Most retransmissions of one write that the loss model charges.
 _MAX_RETRANSMITS: Final = 8
 
@@ -91,397 +88,6 @@ def constant_latency(seconds: float) -> LatencyFn:
     if not seconds >= 0:
         raise ConfigError(f"latency must be >= 0 seconds, not {seconds!r}")
     return lambda _a, _b: seconds
-
-
-class Nat(Enum):
-    """How a node is reachable from others."""
-
-    #: Accepts every dial.
-    PUBLIC = "public"
-    #: Accepts a dial only from an address it has dialled before (an endpoint-independent
-    #: mapping, as a full-cone NAT with port-restricted filtering behaves towards peers).
-    CONE = "cone"
-    #: Accepts no dial at all: reachable through relays only.
-    SYMMETRIC = "symmetric"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeClass:
-    """A kind of node: reachability, uplink, and the connection limits its hosts get.
-
-    :param name: a label for reports.
-    :param nat: see :class:`Nat`.
-    :param uplink: bytes per second the node can send (all connections together); ``inf``:
-        unlimited.
-    :param max_connections: ``ConnectionConfig.max_connections`` of the node's hosts.
-    :param min_connections: ``ConnectionConfig.min_connections`` (inbound connections are
-        capped at ``max_connections - min_connections``).
-    :param low_watermark: ``ConnectionConfig.low_watermark``.
-    :param high_watermark: ``ConnectionConfig.high_watermark``; pruning starts above it.
-    """
-
-    name: str = "public"
-    nat: Nat = Nat.PUBLIC
-    uplink: float = math.inf
-    max_connections: int = 160
-    min_connections: int = 8
-    low_watermark: int = 32
-    high_watermark: int = 96
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.nat, Nat):
-            raise ConfigError(f"nat must be a Nat, not {self.nat!r}")
-        if not self.uplink > 0:
-            raise ConfigError(f"uplink must be > 0 bytes/s, not {self.uplink!r}")
-        limits = (self.min_connections, self.low_watermark, self.high_watermark)
-        if any(not isinstance(v, int) or v < 0 for v in (*limits, self.max_connections)):
-            raise ConfigError(f"connection limits of class {self.name!r} must be ints >= 0")
-        if not self.min_connections <= self.max_connections:
-            raise ConfigError(f"class {self.name!r}: min_connections > max_connections")
-        if not self.low_watermark <= self.high_watermark <= self.max_connections:
-            raise ConfigError(
-                f"class {self.name!r}: need low_watermark <= high_watermark <= max_connections"
-            )
-
-
-#: A dialable node with unlimited uplink and the limits simnet-notes §2.2 found realistic.
-PUBLIC: Final = NodeClass()
-
-
-@dataclass(slots=True)
-class Counters:
-    """What one node sent, received and dialled.  Messages are writes (chunks)."""
-
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    messages_sent: int = 0
-    messages_received: int = 0
-    dials_out: int = 0
-    dials_in: int = 0
-    dials_failed: int = 0
-
-
-class _Ports:
-    """Dialling ports of one address: a counter wrapping in EPHEMERAL_PORTS, skipping busy ones."""
-
-    __slots__ = ("_in_use", "_next")
-
-    def __init__(self, start: int) -> None:
-        self._next = start
-        self._in_use: set[int] = set()
-
-    def take(self) -> int:
-        span = len(EPHEMERAL_PORTS)
-        for _ in range(span):
-            port = self._next
-            self._next = EPHEMERAL_PORTS.start + (port - EPHEMERAL_PORTS.start + 1) % span
-            if port not in self._in_use:
-                self._in_use.add(port)
-                return port
-        raise OpenConnectionError(f"all {span} dialling ports of this address are in use")
-
-    def release(self, port: int) -> None:
-        self._in_use.discard(port)
-
-
-@dataclass(eq=False)
-class SimNode:
-    """One simulated machine: address, class, counters.  Made by :meth:`SimNetwork.add_node`."""
-
-    ip: str
-    node_class: NodeClass
-    index: int
-    counters: Counters = field(default_factory=Counters)
-    #: True while the node is down (crashed): it neither dials nor answers.
-    down: bool = False
-    _listeners: dict[int, SimListener] = field(default_factory=dict, repr=False)
-    _dialled: set[str] = field(default_factory=set, repr=False)
-    _ports: _Ports = field(default_factory=lambda: _Ports(EPHEMERAL_PORTS.start), repr=False)
-    _uplink_free_at: float = field(default=-math.inf, repr=False)
-    _connections: set[SimConnection] = field(default_factory=set, repr=False)
-
-    def listen_addr(self, port: int = DEFAULT_LISTEN_PORT) -> Multiaddr:
-        """The TCP multiaddr ``/ip4/<ip>/tcp/<port>`` of this node."""
-        return Multiaddr(f"/ip4/{self.ip}/tcp/{port}")
-
-    @property
-    def connection_count(self) -> int:
-        """Open connections of this node (either end still open)."""
-        return len(self._connections)
-
-
-class _Pipe:
-    """One direction of a connection: stamped chunks waiting for their reader."""
-
-    __slots__ = ("dst", "eof_at", "held", "items", "last", "reset_at", "src", "wakeup")
-
-    def __init__(self, src: SimNode, dst: SimNode) -> None:
-        self.src = src
-        self.dst = dst
-        self.items: deque[tuple[float, bytes | None]] = deque()  # None: end of stream
-        self.last = -math.inf
-        self.held: list[bytes | None] = []  # written across a partition
-        self.eof_at: float | None = None
-        self.reset_at: float | None = None
-        self.wakeup: trio.Event | None = None
-
-    def wake(self) -> None:
-        if self.wakeup is not None:
-            self.wakeup.set()
-
-
-class SimStream(ReadWriteCloser):
-    """One end of a simulated TCP connection (py-libp2p wraps it in ``RawConnection``)."""
-
-    def __init__(
-        self, connection: SimConnection, incoming: _Pipe, outgoing: _Pipe, remote: tuple[str, int]
-    ) -> None:
-        self._connection = connection
-        self._in = incoming
-        self._out = outgoing
-        self._remote = remote
-        self._closed = False
-        self._aborted = False
-
-    async def read(self, n: int | None = None) -> bytes:
-        """Up to ``n`` bytes (all of the next chunk if None); ``b""`` at end of stream.
-
-        :raises ConnectionClosedError: the connection was reset.
-        """
-        pipe = self._in
-        while True:
-            if self._closed:
-                await trio.lowlevel.checkpoint()
-                return b""
-            now = trio.current_time()
-            if self._aborted or (pipe.reset_at is not None and now >= pipe.reset_at):
-                await trio.lowlevel.checkpoint()
-                raise ConnectionClosedError("connection reset", transport="simnet")
-            deadline = math.inf if pipe.reset_at is None else pipe.reset_at
-            if pipe.items:
-                stamp, chunk = pipe.items[0]
-                if stamp <= now:
-                    await trio.lowlevel.checkpoint()
-                    return self._take(chunk, n)
-                deadline = min(deadline, stamp)
-            if pipe.wakeup is not None:
-                raise trio.BusyResourceError("another task is reading this simulated stream")
-            pipe.wakeup = trio.Event()
-            try:
-                with trio.move_on_at(deadline):
-                    await pipe.wakeup.wait()
-            finally:
-                pipe.wakeup = None
-
-    def _take(self, chunk: bytes | None, n: int | None) -> bytes:
-        pipe = self._in
-        if chunk is None:
-            return b""  # the end-of-stream stays queued: every later read sees it too
-        counters = pipe.dst.counters
-        if n is not None and n < len(chunk):
-            pipe.items[0] = (pipe.items[0][0], chunk[n:])
-            chunk = chunk[:n]
-        else:
-            pipe.items.popleft()
-            counters.messages_received += 1
-        counters.bytes_received += len(chunk)
-        return chunk
-
-    async def write(self, data: bytes) -> None:
-        """Send ``data`` (it arrives after the model's delays).
-
-        Silently ignored once this end is closed, as py-libp2p's TCP stream does.
-
-        :raises ConnectionClosedError: the connection was reset or the other end has closed.
-        """
-        await trio.lowlevel.checkpoint()
-        if self._closed:
-            return
-        now = trio.current_time()
-        pipe = self._in
-        if self._aborted or (pipe.reset_at is not None and now >= pipe.reset_at):
-            raise ConnectionClosedError("connection reset", transport="simnet")
-        if pipe.eof_at is not None and now >= pipe.eof_at:
-            raise ConnectionClosedError("connection closed by the other end", transport="simnet")
-        if data:
-            self._connection.network._send(self._out, bytes(data))
-
-    async def close(self) -> None:
-        """Close this end: the other end reads the data already sent, then end-of-stream."""
-        await trio.lowlevel.checkpoint()
-        if self._closed:
-            return
-        self._closed = True
-        self._in.wake()
-        if not self._aborted:
-            self._connection.network._send(self._out, None)
-        self._connection._end_closed()
-
-    def _abort(self, notify_at: float) -> None:
-        """Reset: this end fails at once, the other end at ``notify_at``."""
-        self._aborted = True
-        self._in.wake()
-        if self._out.reset_at is None:
-            self._out.reset_at = notify_at
-            self._out.wake()
-
-    def get_remote_address(self) -> tuple[str, int] | None:
-        """The other end's (address, port)."""
-        return self._remote
-
-    def get_local_address(self) -> tuple[str, int]:
-        """This end's (address, port)."""
-        connection = self._connection
-        if self is connection.dialer_end:
-            return connection.dialer.ip, connection.dial_port
-        return connection.listener.ip, connection.dialer_end._remote[1]
-
-
-class SimConnection:
-    """A simulated TCP connection between two nodes: two pipes, two :class:`SimStream` ends."""
-
-    def __init__(
-        self,
-        network: SimNetwork,
-        dialer: SimNode,
-        dial_port: int,
-        listener: SimNode,
-        listen_port: int,
-    ) -> None:
-        self.network = network
-        self.dialer = dialer
-        self.listener = listener
-        self.dial_port = dial_port
-        up, down = _Pipe(dialer, listener), _Pipe(listener, dialer)
-        self.pipes = (up, down)
-        self.dialer_end = SimStream(self, down, up, (listener.ip, listen_port))
-        self.listener_end = SimStream(self, up, down, (dialer.ip, dial_port))
-        self._open_ends = 2
-        self._forgotten = False
-        dialer._connections.add(self)
-        listener._connections.add(self)
-
-    def reset(self, by: SimNode) -> None:
-        """Abort the connection from ``by``'s side: its end fails at once, the other end's
-        reads and writes fail when the reset arrives there, one latency later."""
-        if by is self.dialer:
-            end, other = self.dialer_end, self.listener_end
-        elif by is self.listener:
-            end, other = self.listener_end, self.dialer_end
-        else:
-            raise ValueError(f"node {by.ip} is not an end of this connection")
-        end._abort(trio.current_time() + self.network.latency_between(by, other._out.src))
-        self._forget()
-
-    def _end_closed(self) -> None:
-        self._open_ends -= 1
-        if self._open_ends == 0:
-            self._forget()
-
-    def _forget(self) -> None:
-        if self._forgotten:
-            return
-        self._forgotten = True
-        self.dialer._ports.release(self.dial_port)
-        self.dialer._connections.discard(self)
-        self.listener._connections.discard(self)
-        self.network._stalled.difference_update(self.pipes)
-
-
-class SimListener(IListener):
-    """Accepts simulated connections for one node (py-libp2p ``IListener``).
-
-    The swarm sets ``background_nursery`` before :meth:`listen`; each accepted connection's
-    handler runs there, for the life of the connection.
-    """
-
-    def __init__(self, network: SimNetwork, node: SimNode, handler: THandler) -> None:
-        self._network = network
-        self._node = node
-        self._handler = handler
-        self._ports: list[int] = []
-        self.background_nursery: trio.Nursery | None = None
-
-    async def listen(self, maddr: Multiaddr) -> None:
-        """Listen on ``maddr`` (``/ip4/<this node's ip or 0.0.0.0>/tcp/<port or 0>``).
-
-        :raises OpenConnectionError: not this node's address, or the port is taken.
-        """
-        await trio.lowlevel.checkpoint()
-        ip, port = _ip_port(maddr)
-        if ip not in (self._node.ip, "0.0.0.0"):
-            raise OpenConnectionError(f"cannot listen on {maddr}: node {self._node.ip} has no {ip}")
-        if port == 0:
-            port = DEFAULT_LISTEN_PORT
-            while port in self._node._listeners:
-                port += 1
-        if port in self._node._listeners:
-            raise OpenConnectionError(f"cannot listen on {maddr}: port {port} is in use")
-        self._node._listeners[port] = self
-        self._ports.append(port)
-
-    def get_addrs(self) -> tuple[Multiaddr, ...]:
-        """The addresses this listener listens on (with the actual ports)."""
-        return tuple(self._node.listen_addr(port) for port in self._ports)
-
-    async def close(self) -> None:
-        """Stop accepting connections; open ones are not affected."""
-        await trio.lowlevel.checkpoint()
-        for port in self._ports:
-            if self._node._listeners.get(port) is self:
-                del self._node._listeners[port]
-        self._ports.clear()
-
-    def _accept(self, stream: SimStream) -> None:
-        nursery = self.background_nursery
-        if nursery is None:
-            raise OpenConnectionError("listener has no background nursery (swarm not running)")
-        nursery.start_soon(self._serve, stream)
-
-    async def _serve(self, stream: SimStream) -> None:
-        try:
-            await self._handler(stream)
-        except Exception:
-            # As py-libp2p's TCP listener: one failed inbound connection must not end the node.
-            logger.debug(
-                "inbound connection from %s failed", stream.get_remote_address(), exc_info=True
-            )
-            stream._connection.reset(by=self._node)
-
-
-class SimTransport(ITransport):
-    """The py-libp2p transport of one :class:`SimNode` (``/ip4/<ip>/tcp/<port>`` addresses)."""
-
-    def __init__(self, network: SimNetwork, node: SimNode) -> None:
-        self._network = network
-        self._node = node
-
-    async def dial(self, maddr: Multiaddr) -> IRawConnection:
-        """Connect to ``maddr``; costs one round trip.
-
-        :raises OpenConnectionError: refused (nothing listens there: after one round trip) or
-            unreachable (unknown or crashed node, partition, NAT: after ``dial_fail_delay``).
-        """
-        ip, port = _ip_port(maddr)
-        stream = await self._network._dial(self._node, ip, port)
-        return RawConnection(stream, True, addresses=[Multiaddr(f"/ip4/{ip}/tcp/{port}")])
-
-    def create_listener(self, handler_function: THandler) -> SimListener:
-        """A listener for this node; connections go to ``handler_function``."""
-        return SimListener(self._network, self._node, handler_function)
-
-    def can_dial(self, maddr: Multiaddr) -> bool:
-        """True for plain ``/ip4/…/tcp/…`` addresses (no websocket, no QUIC, no relay)."""
-        names = [p.name for p in maddr.protocols()]
-        return names[:2] == ["ip4", "tcp"] and all(name == "p2p" for name in names[2:])
-
-    def can_listen(self, maddr: Multiaddr) -> bool:
-        """Same addresses as :meth:`can_dial`."""
-        return self.can_dial(maddr)
-
-    def protocols(self) -> list[str]:
-        """The multiaddr protocols this transport handles."""
-        return ["tcp"]
 
 
 class SimNetwork:
@@ -528,7 +134,7 @@ class SimNetwork:
         self._nodes: list[SimNode] = []
         self._by_ip: dict[str, SimNode] = {}
         self._group: dict[str, int] = {}
-        self._stalled: set[_Pipe] = set()
+        self._stalled: set[Pipe] = set()
 
     # -- nodes and addresses -------------------------------------------------------------
 
@@ -541,7 +147,7 @@ class SimNetwork:
         ip = self.address_of(index)
         node = SimNode(ip=ip, node_class=node_class, index=index)
         # Each address starts its dialling ports at a different place, as real hosts do.
-        node._ports = _Ports(EPHEMERAL_PORTS.start + (index * 7919) % len(EPHEMERAL_PORTS))
+        node._ports = DialPorts(EPHEMERAL_PORTS.start + (index * 7919) % len(EPHEMERAL_PORTS))
         self._nodes.append(node)
         self._by_ip[ip] = node
         return node
@@ -612,15 +218,14 @@ class SimNetwork:
         """Bring a crashed node's address back up (its hosts must be started again)."""
         node.down = False
 
-    # -- internals -----------------------------------------------------------------------
+    # -- the transport's carrier (simnet.transport.Carrier) --------------------------------
 
-    def _admits(self, dst: SimNode, src: SimNode) -> bool:
-        nat = dst.node_class.nat
-        if nat is Nat.PUBLIC:
-            return True
-        return nat is Nat.CONE and src.ip in dst._dialled
+    async def connect(self, src: SimNode, ip: str, port: int) -> SimStream:
+        """Dial ``ip:port`` from ``src``: one round trip, then the dialler's end.
 
-    async def _dial(self, src: SimNode, ip: str, port: int) -> SimStream:
+        :raises OpenConnectionError: refused (nothing listens there: after one round trip) or
+            unreachable (unknown or crashed node, partition, NAT: after ``dial_fail_delay``).
+        """
         src.counters.dials_out += 1
         src._dialled.add(ip)
         dst = self._by_ip.get(ip)
@@ -641,13 +246,15 @@ class SimNetwork:
                 raise OpenConnectionError(f"dial {ip}:{port} from {src.ip}: connection refused")
             connection = SimConnection(self, src, src._ports.take(), dst, port)
             dst.counters.dials_in += 1
-            listener._accept(connection.listener_end)
+            listener.accept(connection.listener_end)
         except OpenConnectionError:
             src.counters.dials_failed += 1
             raise
         return connection.dialer_end
 
-    def _send(self, pipe: _Pipe, chunk: bytes | None) -> None:
+    def carry(self, pipe: Pipe, chunk: bytes | None) -> None:
+        """Count and send ``chunk`` (None: end of stream) down ``pipe``; held while the
+        partition between its ends lasts, else stamped with its delivery time."""
         if chunk is not None:
             counters = pipe.src.counters
             counters.bytes_sent += len(chunk)
@@ -658,7 +265,19 @@ class SimNetwork:
             return
         self._stamp(pipe, chunk)
 
-    def _stamp(self, pipe: _Pipe, chunk: bytes | None) -> None:
+    def abandon(self, pipes: Iterable[Pipe]) -> None:
+        """Forget ``pipes`` (their connection is gone): what they hold is never delivered."""
+        self._stalled.difference_update(pipes)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _admits(self, dst: SimNode, src: SimNode) -> bool:
+        nat = dst.node_class.nat
+        if nat is Nat.PUBLIC:
+            return True
+        return nat is Nat.CONE and src.ip in dst._dialled
+
+    def _stamp(self, pipe: Pipe, chunk: bytes | None) -> None:
         now = trio.current_time()
         src = pipe.src
         size = len(chunk) if chunk is not None else 0
@@ -679,15 +298,3 @@ class SimNetwork:
         pipe.items.append((stamp, chunk))
         if len(pipe.items) == 1:
             pipe.wake()
-
-
-def _ip_port(maddr: Multiaddr) -> tuple[str, int]:
-    """The IPv4 address and TCP port of ``/ip4/<ip>/tcp/<port>[/p2p/…]``."""
-    try:
-        ip = maddr.value_for_protocol("ip4")
-        port = maddr.value_for_protocol("tcp")
-    except Exception as exc:  # multiaddr raises several types for a missing protocol
-        raise OpenConnectionError(f"{maddr} is not an /ip4/…/tcp/… address") from exc
-    if ip is None or port is None:
-        raise OpenConnectionError(f"{maddr} is not an /ip4/…/tcp/… address")
-    return str(ip), int(port)
