@@ -2,5 +2,7 @@
 
 It imports nothing of py-libp2p; the node builds on it.  Layers, lowest first (each module
 imports only those below it): ``route`` < ``pattern`` < ``qos`` < ``links`` < ``queue`` <
-``intent``, ``interest`` < ``router`` < ``rpc``; ``adverts`` turns handles into wire adverts.
+``state`` (one route's sources and sinks) < ``handle`` < ``intent``, ``interest`` <
+``lowlevel`` (the route table; what transports use) < ``router`` (what applications use) <
+``rpc``; ``adverts`` turns handles into wire adverts.
 """

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 import trio
 from google.protobuf.message import Message
 
-from dndm_p2p.core.links import LinkEvents, LinkInfo, LinkTracker
+from dndm_p2p.core.handle import Handle
+from dndm_p2p.core.links import LinkInfo
 from dndm_p2p.core.qos import NoInterestPolicy
 from dndm_p2p.core.route import Route
+from dndm_p2p.core.state import RouteState
 from dndm_p2p.errors import Closed, NoInterest, TypeMismatch, WouldBlock
-
-if TYPE_CHECKING:
-    from dndm_p2p.core.router import RouteState
 
 __all__ = ["Intent", "IntentStats"]
 
 T = TypeVar("T", bound=Message)
 
-_handle_ids = itertools.count(1)
-
 #: How many awaited sends a producer makes without a schedule point when it never has to wait.
 _YIELD_EVERY = 64
-
-
-def next_handle_id() -> int:
-    """A process-unique id for a new intent or interest."""
-    return next(_handle_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +32,12 @@ class IntentStats:
     unrouted: int
 
 
-class Intent(Generic[T]):
+class Intent(Handle, Generic[T]):
     """A declared intent to publish ``T`` messages on a route.
 
     Create one with ``Router.publish`` (or ``Node.publish``) and use it as an async context
-    manager; leaving the block closes it.  The intent always knows which interests it is linked
+    manager; leaving the block closes it.  The intent holds the state of its route (never the
+    router): closing it unlinks it there.  The intent always knows which interests it is linked
     to (:attr:`interests`); :meth:`wait_interest` returns at once when one exists, and
     :meth:`links` yields link and unlink events.
 
@@ -63,10 +54,7 @@ class Intent(Generic[T]):
         "_since_yield",
         "_state",
         "_unrouted",
-        "handle_id",
-        "link",
         "route",
-        "tracker",
     )
 
     def __init__(
@@ -84,9 +72,7 @@ class Intent(Generic[T]):
         self._sent = 0
         self._unrouted = 0
         self._since_yield = 0
-        self.handle_id = next_handle_id()
-        self.link = LinkInfo(self.handle_id, route, peer)
-        self.tracker = LinkTracker()
+        super().__init__(route, peer)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -120,31 +106,17 @@ class Intent(Generic[T]):
 
         Returns at once when one already is.  Raises :class:`Closed` if the intent closes first.
         """
-        if self._state is None:
-            raise Closed(f"intent on {self.route} is closed")
-        return await self.tracker.wait_any()
-
-    async def wait_links(
-        self, predicate: Callable[[frozenset[LinkInfo]], bool]
-    ) -> frozenset[LinkInfo]:
-        """Wait until the set of linked interests satisfies ``predicate``, and return it.
-
-        Level-triggered: returns at once when it already does.  For example
-        ``await handle.wait_links(lambda links: len(links) >= 3)`` or
-        ``await handle.wait_links(lambda links: not links)``.
-        """
-        return await self.tracker.wait_for(predicate)
-
-    def links(self) -> LinkEvents:
-        """Async iterator of link/unlink events, starting with the current links."""
-        return self.tracker.events()
+        return await self._wait_any_link()
 
     # -- sending ---------------------------------------------------------------------------------
+
+    def _raise_closed(self) -> NoReturn:
+        raise Closed(f"intent on {self.route} is closed")
 
     def _check(self, msg: object) -> RouteState:
         state = self._state
         if state is None:
-            raise Closed(f"intent on {self.route} is closed")
+            self._raise_closed()
         if type(msg) is not self._msg_type:
             raise TypeMismatch(
                 f"route {self.route} carries {self._msg_type.__qualname__}, "
@@ -240,7 +212,7 @@ class Intent(Generic[T]):
     def _check_many(self, msgs: Sequence[T]) -> RouteState:
         state = self._state
         if state is None:
-            raise Closed(f"intent on {self.route} is closed")
+            self._raise_closed()
         kinds = set(map(type, msgs))
         if kinds and kinds != {self._msg_type}:
             wrong = next(k for k in kinds if k is not self._msg_type)
@@ -261,24 +233,5 @@ class Intent(Generic[T]):
         state.remove_intent(self)
         self.tracker.close()
 
-    async def aclose(self) -> None:
-        """Async form of :meth:`close`."""
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Intent[T]:
-        if self._state is None:
-            raise Closed(f"intent on {self.route} is closed")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._state is None else f"{len(self.tracker)} linked"
-        return f"<Intent {self.route} #{self.handle_id} {state}>"
+    def _describe(self) -> str:
+        return str(self.route)

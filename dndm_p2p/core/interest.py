@@ -5,28 +5,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import trio
 from google.protobuf.message import Message
 
-from dndm_p2p.core.intent import next_handle_id
-from dndm_p2p.core.links import LinkEvents, LinkInfo, LinkTracker
+from dndm_p2p.core.handle import Handle
+from dndm_p2p.core.links import LinkInfo
 from dndm_p2p.core.pattern import Pattern
 from dndm_p2p.core.qos import QoS
 from dndm_p2p.core.queue import DeliveryQueue
 from dndm_p2p.core.route import Route
 from dndm_p2p.errors import CallbackError, Closed, ConfigError, WouldBlock
 
-if TYPE_CHECKING:
-    from dndm_p2p.core.router import Router
-
-__all__ = ["Callback", "Interest", "InterestStats"]
+__all__ = ["Callback", "Interest", "InterestStats", "Unregister"]
 
 T = TypeVar("T", bound=Message)
 
 #: A subscriber callback: a plain function or a coroutine function taking one message.
 Callback = Callable[[T], None] | Callable[[T], Awaitable[None]]
+
+#: Detaches a closing interest from every route it is attached to; called once, by its close.
+Unregister = Callable[["Interest[Any]"], None]
 
 #: How many messages a consumer takes without yielding to the scheduler when they are ready.
 _YIELD_EVERY = 256
@@ -41,7 +41,7 @@ class InterestStats:
     queued: int
 
 
-class Interest(Generic[T]):
+class Interest(Handle, Generic[T]):
     """A declared interest in ``T`` messages on a route or pattern.
 
     Create one with ``Router.subscribe`` (or ``Node.subscribe``) and use it as an async context
@@ -51,25 +51,23 @@ class Interest(Generic[T]):
 
     Every interest gets every message of every intent it is linked to (fan-out and fan-in); its
     QoS decides what happens when its queue is full, and drops are counted in :attr:`stats`.
+    It holds its queue and the callback that unregisters it, never the router.
     """
 
     __slots__ = (
         "_error",
-        "_router",
         "_since_yield",
-        "handle_id",
-        "link",
+        "_unregister",
         "msg_type",
         "pattern",
         "qos",
         "queue",
         "route",
-        "tracker",
     )
 
     def __init__(
         self,
-        router: Router,
+        unregister: Unregister,
         msg_type: type[T],
         qos: QoS,
         route: Route | None = None,
@@ -78,17 +76,15 @@ class Interest(Generic[T]):
         type_name: str = "",
         peer: str | None = None,
     ) -> None:
-        self._router: Router | None = router
+        self._unregister: Unregister | None = unregister
         self.msg_type = msg_type
         self.qos = qos
         #: The exact route, or ``None`` for a pattern interest.
         self.route = route
         #: The path pattern of a pattern interest, else ``None``.
         self.pattern = pattern
-        self.handle_id = next_handle_id()
-        self.tracker = LinkTracker()
         link_route = route if route is not None else _PatternRoute(type_name, pattern)
-        self.link = LinkInfo(self.handle_id, link_route, peer, qos)
+        super().__init__(link_route, peer, qos)
         self.queue: DeliveryQueue[T] = DeliveryQueue(qos, self.link, self.tracker)
         self._error: BaseException | None = None
         self._since_yield = 0
@@ -123,53 +119,40 @@ class Interest(Generic[T]):
 
     async def wait_intent(self) -> frozenset[LinkInfo]:
         """Wait until at least one intent is linked and return the linked set."""
-        self._raise_if_closed()
-        return await self.tracker.wait_any()
-
-    async def wait_links(
-        self, predicate: Callable[[frozenset[LinkInfo]], bool]
-    ) -> frozenset[LinkInfo]:
-        """Wait until the set of linked intents satisfies ``predicate``, and return it.
-
-        Level-triggered: returns at once when it already does.  For example
-        ``await handle.wait_links(lambda links: len(links) >= 3)`` or
-        ``await handle.wait_links(lambda links: not links)``.
-        """
-        return await self.tracker.wait_for(predicate)
-
-    def links(self) -> LinkEvents:
-        """Async iterator of link/unlink events, starting with the current links."""
-        return self.tracker.events()
+        return await self._wait_any_link()
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def _raise_if_closed(self) -> None:
-        if self.queue.closed:
-            if self._error is not None:
-                raise self._error
-            raise Closed(f"interest in {self.link.route} is closed")
+    def _raise_closed(self) -> NoReturn:
+        if self._error is not None:
+            raise self._error
+        raise Closed(f"interest in {self.link.route} is closed")
 
-    async def receive(self) -> T:
-        """Wait for and return the next message; raise :class:`Closed` once closed."""
+    async def _wait_ready(self) -> None:
+        """Return once a message is queued; raise why the interest closed if it does."""
         await trio.lowlevel.checkpoint_if_cancelled()
         queue = self.queue
         if queue.closed:
-            self._raise_if_closed()
+            self._raise_closed()
         if len(queue):
             await self._maybe_yield()
         else:
             try:
                 await queue.wait_nonempty()
             except Closed:
-                self._raise_if_closed()
-                raise
-        return queue.take_one()
+                self._raise_closed()
+
+    async def receive(self) -> T:
+        """Wait for and return the next message; raise :class:`Closed` once closed."""
+        await self._wait_ready()
+        return self.queue.take_one()
 
     def receive_nowait(self) -> T:
         """Return the next message if one is queued, else raise :class:`WouldBlock`."""
         queue = self.queue
         if not queue.items:
-            self._raise_if_closed()
+            if queue.closed:
+                self._raise_closed()
             raise WouldBlock(f"no message queued for {self.link.route}")
         return queue.take_one()
 
@@ -177,19 +160,8 @@ class Interest(Generic[T]):
         """Wait for at least one message and return up to ``max_n`` queued ones, oldest first."""
         if max_n < 1:
             raise ConfigError(f"max_n must be at least 1, not {max_n}")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        queue = self.queue
-        if queue.closed:
-            self._raise_if_closed()
-        if len(queue):
-            await self._maybe_yield()
-        else:
-            try:
-                await queue.wait_nonempty()
-            except Closed:
-                self._raise_if_closed()
-                raise
-        return queue.take(max_n)
+        await self._wait_ready()
+        return self.queue.take(max_n)
 
     async def _maybe_yield(self) -> None:
         # A ready message is returned without a schedule point, but never more than
@@ -251,22 +223,13 @@ class Interest(Generic[T]):
 
     def close(self) -> None:
         """Unlink and unregister at once (idempotent); queued messages are discarded."""
-        router = self._router
-        if router is None:
+        unregister = self._unregister
+        if unregister is None:
             return
-        self._router = None
-        router.remove_interest(self)
+        self._unregister = None
+        unregister(self)
         self.queue.close()
         self.tracker.close()
-
-    async def aclose(self) -> None:
-        """Async form of :meth:`close`."""
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Interest[T]:
-        self._raise_if_closed()
-        return self
 
     async def __aexit__(
         self,
@@ -274,14 +237,14 @@ class Interest(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
-        if self._error is not None and exc is None:
+        """Close; when the block raised nothing, raise the error that closed it (if any)."""
+        if exc is None and self._error is not None:
+            self.close()
             raise self._error
+        await self.aclose()
 
-    def __repr__(self) -> str:
-        what = self.route if self.route is not None else self.pattern
-        state = "closed" if self.queue.closed else f"{len(self.tracker)} linked"
-        return f"<Interest {what} #{self.handle_id} {state}>"
+    def _describe(self) -> str:
+        return str(self.route if self.route is not None else self.pattern)
 
 
 class _PatternRoute(Route):

@@ -261,7 +261,7 @@ class Discovery:
                 if any(a.matches(handle.route) for a in session.remote_interests.values()):
                     return True
             elif any(
-                a.route is not None and handle in router.matching_interests(a.route)
+                a.route is not None and handle in router.lowlevel.matching_interests(a.route)
                 for a in session.remote_intents.values()
             ):
                 return True
@@ -337,7 +337,9 @@ class Discovery:
         """True when a local handle of the other kind matches ``advert``."""
         router = self._node.router
         if advert.is_intent:
-            return advert.route is not None and bool(router.matching_interests(advert.route))
+            return advert.route is not None and bool(
+                router.lowlevel.matching_interests(advert.route)
+            )
         return any(advert.matches(intent.route) for intent in router.intents())
 
     # -- dialling ---------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from google.protobuf.message import DecodeError, Message
 
 from dndm_p2p.core.adverts import qos_to_wire
 from dndm_p2p.core.links import LinkInfo, LinkTracker
+from dndm_p2p.core.lowlevel import RouteState
 from dndm_p2p.core.qos import QoS
 from dndm_p2p.core.route import Route
-from dndm_p2p.core.router import Router, RouteState
+from dndm_p2p.core.router import Router
 from dndm_p2p.errors import (
     ConnectionLost,
     MalformedFrame,
@@ -99,7 +100,7 @@ class InboundLink:
         self._window = self.qos.depth
         self._unreturned = 0
         await writer.write_frames([self.opening()])
-        self._state = self.router.attach_source(self.route, self.msg_type, self)
+        self._state = self.router.lowlevel.attach_source(self.route, self.msg_type, self)
         reliable = self.qos.reliable
         threshold = max(1, self.qos.depth // 2)
         read_frames = reader.read_frames
@@ -169,7 +170,7 @@ class InboundLink:
         """Unlink from the local subscribers (idempotent)."""
         state, self._state = self._state, None
         if state is not None:
-            self.router.detach_source(state, self)
+            self.router.lowlevel.detach_source(state, self)
 
     def _other_frame(self, frame: control_pb2.DataFrame) -> None:
         """A frame that is not a batch: the publisher's last word, or a protocol error.

@@ -243,7 +243,7 @@ class Node:
         host.set_stream_handler(TProtocol(CONTROL_PROTOCOL_ID), self._on_control_stream)
         host.set_stream_handler(TProtocol(DATA_PROTOCOL_ID), self._on_data_stream)
         host.get_network().register_notifee(_ConnectionWatcher(self))
-        self.router.add_observer(self)
+        self.router.lowlevel.add_observer(self)
         for addr in self.config.peers:
             self._wanted.setdefault(_peer_of(addr), []).append(addr)
             self._schedule_reconnect(_peer_of(addr), first_delay=0.0)
@@ -865,7 +865,7 @@ class Node:
             if isinstance(handle, Interest):
                 session.reconcile()
         if isinstance(handle, Intent):
-            state = self.router.state(handle.route)
+            state = self.router.lowlevel.state(handle.route)
             if state is None or not state.has_local_intent:
                 self._close_outbound(handle.route)
 

@@ -25,10 +25,11 @@ import trio
 
 from dndm_p2p.core.adverts import qos_from_wire
 from dndm_p2p.core.links import LinkInfo, LinkTracker
+from dndm_p2p.core.lowlevel import RouteState
 from dndm_p2p.core.qos import Overflow, QoS
 from dndm_p2p.core.queue import DeliveryQueue
 from dndm_p2p.core.route import Route
-from dndm_p2p.core.router import Router, RouteState
+from dndm_p2p.core.router import Router
 from dndm_p2p.errors import Closed, ConnectionLost, ProtocolError
 from dndm_p2p.node.results import error_for
 from dndm_p2p.nurseries import race
@@ -99,14 +100,14 @@ class OutboundLink:
     def attach(self) -> None:
         """Attach the sink to the route (raises UnknownRoute when we no longer publish it)."""
         if self._state is None:
-            self._state = self.router.attach_remote_sink(self.route, self.queue)
+            self._state = self.router.lowlevel.attach_remote_sink(self.route, self.queue)
             self.attached = True
 
     def detach(self) -> None:
         """Unlink from the route and discard what is queued (idempotent)."""
         state, self._state = self._state, None
         if state is not None:
-            self.router.detach_sink(state, self.queue)
+            self.router.lowlevel.detach_sink(state, self.queue)
         self.attached = False
         self.queue.close()
         self.queue.tracker.close()

@@ -461,7 +461,7 @@ class PeerSession:
             route = advert.route
             if route is None or route.id in wanted:
                 continue
-            interests = self.router.matching_interests(route)
+            interests = self.router.lowlevel.matching_interests(route)
             if interests:
                 wanted[route.id] = (route, interests[0].msg_type, _link_qos(interests))
         return wanted
