@@ -8,6 +8,7 @@ as after a reconnection, but the direct connection is never dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -16,25 +17,25 @@ from dndm_p2p.node.session import PeerSession
 
 if TYPE_CHECKING:
     from libp2p.abc import IMuxedConn, INetConn, INetStream
+    from libp2p.peer.id import ID
 
 __all__ = ["SessionMoves", "is_relayed"]
 
 
 class SessionMoves:
     """The peers whose session is moving: the session that ran on the relayed connection, and
-    that connection's muxer."""
+    that connection's muxer.  ``connections_of(peer_id)`` lists a peer's open connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, connections_of: Callable[[ID], list[INetConn]]) -> None:
+        self._connections_of = connections_of
         self._moving: dict[str, tuple[PeerSession, IMuxedConn]] = {}
 
-    def note_connection(
-        self, conn: INetConn, session: PeerSession | None, connections: list[INetConn]
-    ) -> None:
-        """``conn`` joined the peer's ``connections``: when it is direct and ``session`` runs on
-        a relayed one, mark the move."""
+    def note_connection(self, conn: INetConn, session: PeerSession | None) -> None:
+        """``conn`` opened: when it is direct and the peer's running ``session`` is on a
+        relayed connection, mark the move."""
         if session is None or is_relayed(conn) or session.peer in self._moving:
             return
-        for other in connections:
+        for other in self._connections_of(session.peer_id):
             if other is not conn and is_relayed(other):
                 self._moving[session.peer] = (session, other.muxed_conn)
                 return
@@ -44,15 +45,16 @@ class SessionMoves:
         moving = self._moving.get(session.peer)
         return moving is not None and moving[0] is session
 
-    def finish(self, session: PeerSession, connections: list[INetConn]) -> bool:
+    def finish(self, session: PeerSession) -> bool:
         """``session`` ended: True when it ended because its relayed connection gave way to a
-        direct one among the peer's ``connections`` (a new session is then to start on it)."""
+        direct one that is still open (a new session is then to start on it)."""
         moving = self._moving.get(session.peer)
         if moving is None or moving[0] is not session:
             return False
         del self._moving[session.peer]
         return any(
-            conn.muxed_conn is not moving[1] and not is_relayed(conn) for conn in connections
+            conn.muxed_conn is not moving[1] and not is_relayed(conn)
+            for conn in self._connections_of(session.peer_id)
         )
 
     def forget(self, peer: str) -> None:

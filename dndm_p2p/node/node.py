@@ -115,7 +115,7 @@ class Node:
             closing=lambda: self._closing,
             report_error=lambda error, peer: self.report_error(error, peer=peer),
         )
-        self._moves = SessionMoves()
+        self._moves = SessionMoves(lambda peer_id: self.host.get_network().get_connections(peer_id))
         self._advertiser = Advertiser(
             self.router,
             self._links,
@@ -429,8 +429,7 @@ class Node:
         """A session ended: forget it, tell the application, maybe reconnect."""
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
-        connections = self.host.get_network().get_connections(session.peer_id)
-        if self._moves.finish(session, connections) and not self._closing and self._nursery:
+        if self._moves.finish(session) and not self._closing and self._nursery is not None:
             self._events.emit(NodeEvent("peer_moved", session.peer, "to a direct connection"))
             self._nursery.start_soon(self._start_session_quietly, session.peer_id)
             return
@@ -462,8 +461,7 @@ class Node:
         peer_id = conn.muxed_conn.peer_id
         if self._closing or self._nursery is None or str(peer_id) in self.foreign_peers:
             return
-        connections = self.host.get_network().get_connections(peer_id)
-        self._moves.note_connection(conn, self.session(str(peer_id)), connections)
+        self._moves.note_connection(conn, self.session(str(peer_id)))
         self._nursery.start_soon(self._start_session_quietly, peer_id)
 
     def _last_connection_closed(self, peer_id: ID) -> None:

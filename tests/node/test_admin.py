@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from dndm_p2p.node import admin
 from dndm_p2p.errors import ConfigError, PermanentError, Timeout, Unavailable
+from dndm_p2p.node import admin
 from dndm_p2p.node.admin import (
     MAX_CLIENTS,
     MAX_REQUEST_SIZE,
