@@ -20,11 +20,12 @@ from dndm_p2p.core.rpc import Caller, Service
 from dndm_p2p.errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
 
 if TYPE_CHECKING:
-    from dndm_p2p.node.node import LinkStats, Node, NodeEvent, PeerInfo
+    from dndm_p2p.node.node import Node
+    from dndm_p2p.node.types import KnownRoute, LinkStats, NodeEvent, PeerInfo
 
 #: Names served lazily: the node imports py-libp2p (half a second and ~80 MB), which programs
 #: that only use the in-process router should not pay for.
-_NODE_NAMES = ("LinkStats", "Node", "NodeEvent", "PeerInfo")
+_NODE_NAMES = ("KnownRoute", "LinkStats", "Node", "NodeEvent", "PeerInfo")
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +45,7 @@ __all__ = [
     "IntentStats",
     "Interest",
     "InterestStats",
+    "KnownRoute",
     "LinkEvent",
     "LinkEventKind",
     "LinkInfo",

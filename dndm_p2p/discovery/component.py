@@ -9,23 +9,25 @@ peers, found three ways:
   finds the other.  Lookups repeat with a growing delay (0.5 s up to
   :data:`LOOKUP_MAX_INTERVAL`) for as long as the handle lives, so a record that arrived late, or a
   lookup that missed, is found again.  Patterns are never looked up (their routes are unknown).
-* **GossipSub adverts** (:class:`dndm_p2p.discovery.gossip.GossipAdverts`): each handle
-  is announced on its namespace's topic (see :mod:`dndm_p2p.discovery.namespaces`), and the node listens to the
-  namespaces of its handles; pattern interests learn matching intents this way.
+* **GossipSub adverts** (:class:`dndm_p2p.discovery.gossip.GossipAdverts`): each handle is
+  announced on its namespace's topic (see :mod:`dndm_p2p.discovery.namespaces`), and the node
+  listens to the namespaces of its handles; pattern interests learn matching intents this way.
 * **bootstrap nodes, mDNS and the address book**, which seed the DHT routing table and gossip mesh.
 
-A peer found twice is dialled once (the node keeps one session per peer; the session links each
-route once).  A withdrawn handle stops its lookups, its records are no longer republished, and
-its gossip advert is withdrawn; linked peers learn of it on the control stream as before.
+Discovery never holds the node: it asks its :class:`DiscoveryContext` for what the node lets it
+see, and its only output is a dial request (:meth:`DiscoveryContext.dial`).  A peer found twice
+is dialled once (the node keeps one session per peer; the session links each route once).  A
+withdrawn handle stops its lookups, its records are no longer republished, and its gossip
+advert is withdrawn; linked peers learn of it on the control stream as before.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 from libp2p.peer.id import ID
@@ -43,11 +45,24 @@ from dndm_p2p.discovery.namespaces import namespace_of
 from dndm_p2p.errors import Closed, ConfigError, DndmError, ProtocolError, Unavailable
 
 if TYPE_CHECKING:
+    from libp2p.abc import IHost
+    from libp2p.crypto.keys import PrivateKey
+    from multiaddr import Multiaddr
     from trio_typing import TaskStatus
 
-    from dndm_p2p.node.node import Node
+    from dndm_p2p.core.router import Router
+    from protocols.v1 import advert_pb2
 
-__all__ = ["COVERED_DELAY", "LOOKUP_MAX_INTERVAL", "Discovered", "Discovery", "DiscoveryStats"]
+__all__ = [
+    "COVERED_DELAY",
+    "LOOKUP_MAX_INTERVAL",
+    "AddressMemory",
+    "Discovered",
+    "Discovery",
+    "DiscoveryContext",
+    "DiscoverySettings",
+    "DiscoveryStats",
+]
 
 #: Longest delay between two DHT lookups for one handle, in seconds.
 LOOKUP_MAX_INTERVAL: Final = 30.0
@@ -58,6 +73,140 @@ COVERED_DELAY: Final = 1.0
 _RECORD_MIN_INTERVAL: Final = 5.0
 #: How many peers of the address book a node dials at start.
 _REMEMBERED_PEERS: Final = 8
+
+
+class DiscoverySettings(Protocol):
+    """The settings discovery reads (a :class:`~dndm_p2p.config.NodeConfig` has them)."""
+
+    @property
+    def dht(self) -> bool:
+        """Run the route DHT."""
+        ...
+
+    @property
+    def gossip(self) -> bool:
+        """Announce and hear adverts on GossipSub."""
+        ...
+
+    @property
+    def bootstrap(self) -> Sequence[str]:
+        """Bootstrap nodes to join through (kept connected)."""
+        ...
+
+    @property
+    def bootstrap_server(self) -> bool:
+        """Relay every gossip topic (this node is a bootstrap node)."""
+        ...
+
+    @property
+    def mdns(self) -> bool:
+        """Find peers on the LAN."""
+        ...
+
+    @property
+    def mdns_interfaces(self) -> Sequence[str]:
+        """The interfaces mDNS runs on."""
+        ...
+
+    @property
+    def namespace_depth(self) -> int:
+        """How many route segments name a gossip namespace."""
+        ...
+
+
+class AddressMemory(Protocol):
+    """Peers met before, and where they were (the node's address book)."""
+
+    def peers(self) -> list[str]:
+        """The peers remembered, the most recently seen first."""
+        ...
+
+    def dial_addresses(self, peer: str) -> tuple[str, ...]:
+        """Where to dial ``peer`` (``/…/p2p/<id>`` multiaddrs)."""
+        ...
+
+    def record(self, peer: str, addrs: Iterable[str]) -> None:
+        """Remember that ``peer`` is reachable at ``addrs``."""
+        ...
+
+
+class DiscoveryContext(Protocol):
+    """What discovery may ask of the node: what it sees, and a dial."""
+
+    @property
+    def config(self) -> DiscoverySettings:
+        """Discovery's settings."""
+        ...
+
+    @property
+    def host(self) -> IHost:
+        """The libp2p host the DHT, gossip and mDNS run on."""
+        ...
+
+    @property
+    def private_key(self) -> PrivateKey:
+        """The key that signs the node record."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The node's name (for logs)."""
+        ...
+
+    @property
+    def peer_id(self) -> str:
+        """This node's peer id."""
+        ...
+
+    @property
+    def router(self) -> Router:
+        """The local intents and interests."""
+        ...
+
+    @property
+    def closing(self) -> bool:
+        """True once the node has started to close: no more dials."""
+        ...
+
+    @property
+    def address_book(self) -> AddressMemory | None:
+        """The peers met before (when the node keeps an address book)."""
+        ...
+
+    @property
+    def addrs_changed(self) -> trio.Event | None:
+        """Set when the addresses to advertise change (with NAT traversal; else None)."""
+        ...
+
+    def advertised_addrs(self) -> list[Multiaddr]:
+        """The addresses to publish for others (no ``/p2p/<id>``)."""
+        ...
+
+    def advert(self, handle: Intent[Any] | Interest[Any], *, register: bool) -> advert_pb2.Advert:
+        """The advert of a local handle, with the next sequence number."""
+        ...
+
+    def peer_adverts(self) -> Iterator[RemoteAdvert]:
+        """The intents and interests of every connected peer with a running session."""
+        ...
+
+    def connected(self, peer: str) -> bool:
+        """True while a session with ``peer`` runs."""
+        ...
+
+    def known_addrs(self, peer_id: ID) -> list[Multiaddr]:
+        """The peerstore's addresses of ``peer_id``."""
+        ...
+
+    async def dial(self, addr: str, *, keep: bool) -> str:
+        """Connect to the peer at ``addr`` (``/…/p2p/<id>``) and wait for its hello; returns its
+        peer id.  With ``keep`` the node reconnects whenever the connection drops.  Raises
+        :class:`Unavailable` or :class:`Closed` when that fails."""
+        ...
+
+    def report_error(self, error: DndmError, *, peer: str | None = None) -> None:
+        """Record an error of background work."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +245,8 @@ class _Watch:
 class Discovery:
     """The node's discovery component (see the module docstring)."""
 
-    def __init__(self, node: Node) -> None:
-        """Prepare discovery for ``node``; :meth:`run` starts it."""
+    def __init__(self, node: DiscoveryContext) -> None:
+        """Prepare discovery for the node that ``node`` shows; :meth:`run` starts it."""
         self._node = node
         self._config = node.config
         self.stats = DiscoveryStats()
@@ -162,7 +311,7 @@ class Discovery:
 
         async def join_one(addr: str, keep: bool) -> None:
             try:
-                peer = await self._node.connect(addr, keep=keep)
+                peer = await self._node.dial(addr, keep=keep)
             except (Unavailable, Closed) as exc:
                 if keep:
                     self._node.report_error(Unavailable(f"bootstrap node {addr}: {exc}"))
@@ -191,7 +340,7 @@ class Discovery:
             await trio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, LOOKUP_MAX_INTERVAL)
             try:
-                peer = await self._node.connect(addr, keep=True)
+                peer = await self._node.dial(addr, keep=True)
             except (Unavailable, Closed):
                 continue
             await self.seed([ID.from_base58(peer)])
@@ -202,7 +351,7 @@ class Discovery:
         changes them, and at the republish interval."""
         node = self._node
         while True:
-            changed = node.nat.changed if node.nat is not None else None
+            changed = node.addrs_changed
             addrs = [str(addr) for addr in node.advertised_addrs()]
             try:
                 await dht.put_node_record(addrs)
@@ -256,13 +405,14 @@ class Discovery:
     def _covered(self, handle: Intent[Any] | Interest[Any]) -> bool:
         """True when a running session's peer has a handle of the other kind matching ours."""
         router = self._node.router
-        for session in self._node.running_sessions():
+        for advert in self._node.peer_adverts():
             if isinstance(handle, Intent):
-                if any(a.matches(handle.route) for a in session.remote_interests.values()):
+                if not advert.is_intent and advert.matches(handle.route):
                     return True
-            elif any(
-                a.route is not None and handle in router.lowlevel.matching_interests(a.route)
-                for a in session.remote_intents.values()
+            elif (
+                advert.is_intent
+                and advert.route is not None
+                and handle in router.lowlevel.matching_interests(advert.route)
             ):
                 return True
         return False
@@ -359,7 +509,7 @@ class Discovery:
         """Connect to a discovered peer once (its session then links what matches)."""
         peer = str(peer_id)
         node = self._node
-        if peer == node.peer_id or peer in self._dialing or node.session(peer) is not None:
+        if peer == node.peer_id or peer in self._dialing or node.connected(peer):
             return
         if self._nursery is None or node.closing:
             return
@@ -380,7 +530,7 @@ class Discovery:
             for addr in candidates:
                 self.stats.dials += 1
                 try:
-                    await self._node.connect(f"{addr}/p2p/{peer}", keep=False)
+                    await self._node.dial(f"{addr}/p2p/{peer}", keep=False)
                 except (Unavailable, Closed) as exc:
                     error = exc
                     self.stats.dial_failures += 1

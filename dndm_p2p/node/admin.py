@@ -43,14 +43,13 @@ from dndm_p2p.errors import (
     Timeout,
     Unavailable,
 )
+from dndm_p2p.node.types import KnownRoute, PeerInfo
 from protocols.framing import FrameReader, FrameWriter, read_message
 from protocols.ids import MAX_FRAME_SIZE
 from protocols.v1 import admin_pb2, common_pb2
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
-
-    from dndm_p2p.node.node import KnownRoute, PeerInfo
 
 __all__ = [
     "CLIENT_TIMEOUT",
@@ -85,7 +84,7 @@ E = TypeVar("E", bound=Message)
 
 
 class AdminSource(Protocol):
-    """What the admin endpoint asks: a :class:`~dndm_p2p.node.Node` is one."""
+    """What the admin endpoint asks of the node it serves."""
 
     def known_routes(self) -> list[KnownRoute]:
         """Every intent and interest the node knows of."""
@@ -329,8 +328,6 @@ async def query_routes(path: Path | str) -> list[KnownRoute]:
     the socket is not ours to use, :class:`Timeout` when the node does not answer within
     :data:`CLIENT_TIMEOUT` seconds.
     """
-    from dndm_p2p.node.node import KnownRoute
-
     request = admin_pb2.AdminRequest(routes=admin_pb2.RoutesQuery())
     routes: list[KnownRoute] = []
     for reply in await _query(Path(path), request, "routes"):
@@ -350,8 +347,6 @@ async def query_routes(path: Path | str) -> list[KnownRoute]:
 
 async def query_peers(path: Path | str) -> list[PeerInfo]:
     """Every peer connected to the node serving ``path`` (errors as :func:`query_routes`)."""
-    from dndm_p2p.node.node import PeerInfo
-
     request = admin_pb2.AdminRequest(peers=admin_pb2.PeersQuery())
     peers: list[PeerInfo] = []
     for reply in await _query(Path(path), request, "peers"):

@@ -21,54 +21,46 @@ session, stream and the host, and nothing is left running.
 
 from __future__ import annotations
 
-import itertools
-import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from google.protobuf.message import Message
-from libp2p.abc import INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStoreError
-from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
 
 from dndm_p2p.config import NodeConfig
-from dndm_p2p.core.adverts import RemoteAdvert, advert_for
+from dndm_p2p.core.adverts import RemoteAdvert
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
 from dndm_p2p.core.qos import Overflow, QoS
-from dndm_p2p.core.route import Route, message_full_name, parse_route
+from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
 from dndm_p2p.discovery.component import Discovery
-from dndm_p2p.errors import (
-    Closed,
-    ConfigError,
-    ConnectionLost,
-    DndmError,
-    ProtocolError,
-    Unavailable,
-)
+from dndm_p2p.errors import Closed, ConnectionLost, DndmError, ProtocolError, Unavailable
 from dndm_p2p.host.build import HostConfig, connect, listen_addrs, running_host, set_circuit_dialer
 from dndm_p2p.host.identity import generate_identity, load_or_create_identity
 from dndm_p2p.node.addressbook import AddressBook
 from dndm_p2p.node.admin import AdminServer
-from dndm_p2p.node.inbound import InboundLink
-from dndm_p2p.node.outbound import OutboundLink
+from dndm_p2p.node.advertiser import Advertiser
+from dndm_p2p.node.components import AddressBookSaver, Component, Components
+from dndm_p2p.node.events import EventHub
+from dndm_p2p.node.link_registry import LinkRegistry
+from dndm_p2p.node.moves import SessionMoves
+from dndm_p2p.node.reconnect import Reconnector, peer_of
 from dndm_p2p.node.session import PeerSession
+from dndm_p2p.node.snapshots import known_routes, link_stats, peer_infos
+from dndm_p2p.node.types import KnownRoute, LinkStats, NodeEvent, PeerInfo
+from dndm_p2p.node.watcher import ConnectionWatcher
 from dndm_p2p.nurseries import open_owned_nursery
-from protocols import compression
 from protocols.ids import CONTROL_PROTOCOL_ID, DATA_PROTOCOL_ID
-from protocols.v1 import advert_pb2, common_pb2, data_pb2
 
 if TYPE_CHECKING:
-    from libp2p.abc import IHost, IMuxedConn, INetConn, INetStream, INetwork
+    from libp2p.abc import IHost, INetConn, INetStream
     from libp2p.crypto.keys import KeyPair, PrivateKey
     from multiaddr import Multiaddr
 
@@ -84,64 +76,6 @@ HostFactory = Callable[["KeyPair"], AbstractAsyncContextManager["IHost"]]
 _MAX_KEPT_ERRORS = 100
 #: Seconds between saves of a changed address book.
 _ADDRESS_BOOK_SAVE = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class NodeEvent:
-    """Something that happened to the node: a peer came or went, or background work failed."""
-
-    kind: str
-    peer: str | None = None
-    detail: str = ""
-    error: DndmError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LinkStats:
-    """A snapshot of one remote link.
-
-    ``direction`` is ``"out"`` for a peer's subscription to our route (we send) and ``"in"`` for
-    ours to the peer's (we receive).  ``messages`` counts messages sent or received;
-    ``dropped`` counts messages the publisher's link queue dropped (its subscriber's overflow
-    policy), as counted by this end: the sender counts them as it drops them, the receiver as
-    batches report them.
-    """
-
-    route: str
-    peer: str
-    direction: str
-    messages: int
-    dropped: int
-    reliable: bool
-    compression: str
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """A snapshot of one connected peer."""
-
-    peer: str
-    name: str
-    addrs: tuple[str, ...]
-    rtt_us: int | None
-    routes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class KnownRoute:
-    """One intent or interest the node knows of, and where it learnt of it.
-
-    ``origin`` is ``"local"`` (declared here), ``"peer"`` (advertised by a connected peer on its
-    control stream), ``"dht"`` (a provider record) or ``"gossip"`` (a GossipSub advert).
-    ``route`` is the route or pattern as advertised; a hashed route shows only ``prefix#hash``.
-    """
-
-    route: str
-    kind: str
-    origin: str
-    peer: str | None
-    msg_type: str
-    linked: bool
 
 
 class Node:
@@ -166,23 +100,32 @@ class Node:
         self._stack: AsyncExitStack | None = None
         self._sessions: dict[str, PeerSession] = {}
         self._starting: dict[str, trio.Event] = {}
-        self._reconnecting: dict[str, trio.CancelScope] = {}
-        #: Peers the application or the configuration asked for, with their addresses.
-        self._wanted: dict[str, list[str]] = {}
-        #: Reliable links to our routes, kept across their subscriber's reconnections.
-        self._reliable_out: dict[tuple[str, str, int], OutboundLink] = {}
-        #: Timers of reliable links whose subscriber is away.
-        self._parked: dict[tuple[str, str, int], trio.CancelScope] = {}
-        #: Our reliable subscriptions, kept across reconnections so they resume.
-        self._reliable_in: dict[tuple[str, str], InboundLink] = {}
-        self._sequence = itertools.count(1)
-        self._event_channels: list[trio.MemorySendChannel[NodeEvent]] = []
+        self._events = EventHub()
         self.errors: deque[DndmError] = deque(maxlen=_MAX_KEPT_ERRORS)
         self.error_count = 0
         self.dropped_streams = 0
         self._closing = False
-        self._compressions = compression.available() if self.config.compression else []
         self._key_pair: KeyPair | None = None
+        self._links = LinkRegistry(self.router, self.config, lambda: self._closing)
+        self._reconnector = Reconnector(
+            self.config,
+            dial=lambda addr, keep: self.connect(addr, keep=keep),
+            connected=lambda peer: self.session(peer) is not None,
+            known_addrs=lambda peer_id: [str(a) for a in self._known_addrs(peer_id)],
+            closing=lambda: self._closing,
+            report_error=lambda error, peer: self.report_error(error, peer=peer),
+        )
+        self._moves = SessionMoves(lambda peer_id: self.host.get_network().get_connections(peer_id))
+        self._advertiser = Advertiser(
+            self.router,
+            self._links,
+            sessions=lambda: list(self._sessions.values()),
+            discovery=lambda: self.discovery,
+            closing=lambda: self._closing,
+        )
+        #: What the node's parts (sessions, discovery, the connection watcher) may ask of it.
+        self._services = _NodeServices(self)
+        self._components = Components()
         #: Finds and dials peers with matching routes (when discovery is configured).
         self.discovery: Discovery | None = None
         #: Connected libp2p peers that do not speak DNDM (no session is started with them).
@@ -191,9 +134,6 @@ class Node:
         self.address_book: AddressBook | None = None
         #: Reachability, relays and hole punching (``config.nat``).
         self.nat: NatService | None = None
-        #: Peers whose session is moving from a relayed connection to a direct one: the
-        #: session that ran on the relayed connection, and that connection's muxer.
-        self._moving: dict[str, tuple[PeerSession, IMuxedConn]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -217,7 +157,7 @@ class Node:
         if config.address_book is not None:
             self.address_book = AddressBook.load(config.address_book)
             if self.address_book.problem:
-                self._emit(NodeEvent("warning", None, self.address_book.problem))
+                self._events.emit(NodeEvent("warning", None, self.address_book.problem))
         stack = AsyncExitStack()
         try:
             if self._host_factory is not None:
@@ -239,14 +179,16 @@ class Node:
             await stack.aclose()
             raise
         self._stack = stack
-        host = self._host
+        host, nursery = self._host, self._nursery
+        self._links.start(nursery)
+        self._reconnector.start(nursery)
         host.set_stream_handler(TProtocol(CONTROL_PROTOCOL_ID), self._on_control_stream)
         host.set_stream_handler(TProtocol(DATA_PROTOCOL_ID), self._on_data_stream)
-        host.get_network().register_notifee(_ConnectionWatcher(self))
-        self.router.lowlevel.add_observer(self)
+        host.get_network().register_notifee(ConnectionWatcher(self._services))
+        self.router.lowlevel.add_observer(self._advertiser)
         for addr in self.config.peers:
-            self._wanted.setdefault(_peer_of(addr), []).append(addr)
-            self._schedule_reconnect(_peer_of(addr), first_delay=0.0)
+            self._reconnector.want(peer_of(addr), addr)
+            self._reconnector.schedule(peer_of(addr), first_delay=0.0)
         try:
             await self._start_components()
         except BaseException as exc:
@@ -254,28 +196,38 @@ class Node:
             raise
         return self
 
-    async def _start_components(self) -> None:
-        """Start the admin socket, the address book's autosave and discovery, as configured."""
-        config, nursery = self.config, self._nursery
-        assert nursery is not None
+    def _optional_components(self) -> list[Component]:
+        """NAT traversal, the admin socket, the address book's saver and discovery, as
+        configured, in the order they start."""
+        config = self.config
+        components: list[Component] = []
         if config.nat is not None:
             from nat import NatService
 
             self.nat = NatService(
                 self.host, config.nat, bootstrap=config.bootstrap, on_event=self._on_nat_event
             )
-            await nursery.start(self.nat.run)
-            set_circuit_dialer(self.host, self.nat.dial)
+            components.append(self.nat)
         if config.admin_socket is not None:
-            admin = AdminServer(self, config.admin_socket, on_error=self._report_admin_error)
-            await nursery.start(admin.run)
+            components.append(
+                AdminServer(self, config.admin_socket, on_error=self._report_admin_error)
+            )
         if self.address_book is not None:
-            await nursery.start(
-                partial(self.address_book.autosave, _ADDRESS_BOOK_SAVE, on_error=self.report_error)
+            components.append(
+                AddressBookSaver(self.address_book, _ADDRESS_BOOK_SAVE, self.report_error)
             )
         if config.dht or config.gossip or config.bootstrap or config.mdns:
-            self.discovery = Discovery(self)
-            await nursery.start(self.discovery.run)
+            self.discovery = Discovery(self._services)
+            components.append(self.discovery)
+        return components
+
+    async def _start_components(self) -> None:
+        assert self._nursery is not None
+        for component in self._optional_components():
+            await self._components.start(self._nursery, component)
+            if component is self.nat:
+                # From now on, relayed addresses are dialled through the NAT component.
+                set_circuit_dialer(self.host, self.nat.dial)
 
     async def __aexit__(
         self,
@@ -296,14 +248,8 @@ class Node:
         self.router.close()
         if self._host is not None:
             set_circuit_dialer(self._host, None)
-        for scope in self._parked.values():
-            scope.cancel()
-        self._parked.clear()
-        for link in self._reliable_out.values():
-            link.detach()
-        self._reliable_out.clear()
-        for scope in self._reconnecting.values():
-            scope.cancel()
+        self._links.close()
+        self._reconnector.stop()
         sessions = list(self._sessions.values())
         for session in sessions:
             session.close()
@@ -311,15 +257,10 @@ class Node:
         with trio.move_on_after(2.0):
             for session in sessions:
                 await session.ended.wait()
-        for channel in self._event_channels:
-            channel.close()
+        self._events.close()
+        self._components.stop()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-
-    @property
-    def closing(self) -> bool:
-        """True once the node has started to close."""
-        return self._closing
 
     @property
     def host(self) -> IHost:
@@ -389,8 +330,8 @@ class Node:
         peer = str(peer_id)
         if self.address_book is not None:
             self.address_book.record(peer, [addr])
-        if keep and addr not in self._wanted.setdefault(peer, []):
-            self._wanted[peer].append(addr)
+        if keep:
+            self._reconnector.want(peer, addr)
         session = await self._session(peer_id)
         with trio.move_on_after(self.config.handshake_timeout) as scope:
             await session.hello_received.wait()
@@ -398,109 +339,19 @@ class Node:
             raise Unavailable(f"{peer} connected but sent no hello")
         return peer
 
-    def running_sessions(self) -> list[PeerSession]:
-        """The sessions that run now, one per connected DNDM peer."""
-        return [session for session in self._sessions.values() if session.running]
-
     def peers(self) -> list[PeerInfo]:
         """The peers with a running session."""
-        found = []
-        for session in self.running_sessions():
-            addrs = tuple(str(a) for a in self.known_addrs(session.peer_id))
-            found.append(
-                PeerInfo(
-                    session.peer,
-                    session.remote_name,
-                    addrs,
-                    session.stats.rtt_us,
-                    tuple(session.linked_routes()),
-                )
-            )
-        return found
+        return peer_infos(self._running_sessions(), lambda s: self._known_addrs(s.peer_id))
 
     def known_routes(self) -> list[KnownRoute]:
-        """Every intent and interest known here: local ones and those of connected peers."""
-        handles: list[Intent[Any] | Interest[Any]] = [*self.router.intents()]
-        handles.extend(self.router.interests())
-        known = [
-            KnownRoute(
-                _shown_route(handle),
-                "intent" if isinstance(handle, Intent) else "interest",
-                "local",
-                None,
-                message_full_name(handle.msg_type),
-                bool(handle.tracker),
-            )
-            for handle in handles
-        ]
-        for session in self.running_sessions():
-            for table, kind in (
-                (session.remote_intents, "intent"),
-                (session.remote_interests, "interest"),
-            ):
-                linked_routes = [link.route for link, _ in session.inbound.values()]
-                linked_routes.extend(link.route for link in session.outbound)
-                for advert in table.values():
-                    shown = advert.route if advert.route is not None else advert.pattern
-                    known.append(
-                        KnownRoute(
-                            str(shown),
-                            kind,
-                            "peer",
-                            session.peer,
-                            advert.type_name,
-                            any(_advert_covers(advert, r) for r in linked_routes),
-                        )
-                    )
-        if self.discovery is not None:
-            known.extend(
-                KnownRoute(entry.route, entry.kind, entry.origin, entry.peer, entry.msg_type, False)
-                for entry in self.discovery.discovered()
-            )
-        return known
-
-    def known_addrs(self, peer_id: ID) -> list[Multiaddr]:
-        """The peerstore's addresses of ``peer_id`` (none when it has no record of the peer:
-        py-libp2p raises there, and evicts peers beyond its capacity)."""
-        try:
-            return list(self.host.get_peerstore().addrs(peer_id))
-        except PeerStoreError:
-            return []
+        """Every intent and interest known here: local ones, those of connected peers, and
+        those discovery learnt of."""
+        discovered = self.discovery.discovered() if self.discovery is not None else []
+        return known_routes(self.router, self._running_sessions(), discovered)
 
     def links(self) -> list[LinkStats]:
         """Every remote link of every running session, both directions."""
-        found = []
-        for session in self._sessions.values():
-            for link, _ in session.inbound.values():
-                found.append(
-                    LinkStats(
-                        str(link.route),
-                        session.peer,
-                        "in",
-                        link.received,
-                        link.dropped_by_publisher,
-                        link.qos.reliable,
-                        _compression_name(link.compression),
-                    )
-                )
-            for out in session.outbound:
-                found.append(
-                    LinkStats(
-                        str(out.route),
-                        session.peer,
-                        "out",
-                        out.sent,
-                        out.queue.dropped,
-                        out.reliable,
-                        _compression_name(out.compression),
-                    )
-                )
-        return found
-
-    @property
-    def wanted_peers(self) -> frozenset[str]:
-        """Peers the application or the configuration asked to keep connected."""
-        return frozenset(self._wanted)
+        return link_stats(self._sessions.values())
 
     def session(self, peer: str) -> PeerSession | None:
         """The running session with ``peer``, if any."""
@@ -515,37 +366,33 @@ class Node:
 
         A consumer that falls more than ``buffer`` events behind misses the newest ones.
         """
-        send, receive = trio.open_memory_channel[NodeEvent](buffer)
-        self._event_channels.append(send)
-        try:
-            async with receive:
-                yield receive
-        finally:
-            if send in self._event_channels:
-                self._event_channels.remove(send)
-            send.close()
-
-    def _emit(self, event: NodeEvent) -> None:
-        for channel in list(self._event_channels):
-            try:
-                channel.send_nowait(event)
-            except trio.WouldBlock:
-                continue
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                # Closed at shutdown, or its consumer left events(): nobody reads it any more.
-                if channel in self._event_channels:
-                    self._event_channels.remove(channel)
+        async with self._events.subscribe(buffer) as receive:
+            yield receive
 
     def report_error(self, error: DndmError, *, peer: str | None = None) -> None:
         """Record an error of background work and deliver it as an event."""
         self.errors.append(error)
         self.error_count += 1
-        self._emit(NodeEvent("error", peer, str(error), error))
+        self._events.emit(NodeEvent("error", peer, str(error), error))
 
     def _report_admin_error(self, error: BaseException) -> None:
         if not isinstance(error, DndmError):
             error = ProtocolError(f"admin socket: {error!r}")
         self.report_error(error)
+
+    def _on_nat_event(self, event: NatEvent) -> None:
+        self._events.emit(NodeEvent(event.kind, event.peer, event.detail))
+
+    def _running_sessions(self) -> list[PeerSession]:
+        return [session for session in self._sessions.values() if session.running]
+
+    def _known_addrs(self, peer_id: ID) -> list[Multiaddr]:
+        """The peerstore's addresses of ``peer_id`` (none when it has no record of the peer:
+        py-libp2p raises there, and evicts peers beyond its capacity)."""
+        try:
+            return list(self.host.get_peerstore().addrs(peer_id))
+        except PeerStoreError:
+            return []
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -563,40 +410,43 @@ class Node:
             raise Closed("the node is closing")
         starting = self._starting[peer] = trio.Event()
         try:
-            session = PeerSession(self, peer_id)
+            session = PeerSession(self._services, peer_id)
             self._sessions[peer] = session
             await self._nursery.start(session.run)
         finally:
             del self._starting[peer]
             starting.set()
-        self._emit(NodeEvent("peer_connected", peer))
+        self._events.emit(NodeEvent("peer_connected", peer))
         return session
 
-    def session_ended(self, session: PeerSession) -> None:
-        """Called by a session as it ends: forget it, tell the application, maybe reconnect."""
+    async def _start_session_quietly(self, peer_id: ID) -> None:
+        try:
+            await self._session(peer_id)
+        except Closed:
+            return
+
+    def _session_ended(self, session: PeerSession) -> None:
+        """A session ended: forget it, tell the application, maybe reconnect."""
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
-        if self._moved(session):
+        if self._moves.finish(session) and not self._closing and self._nursery is not None:
+            self._events.emit(NodeEvent("peer_moved", session.peer, "to a direct connection"))
+            self._nursery.start_soon(self._start_session_quietly, session.peer_id)
             return
         detail = str(session.error) if session.error is not None else ""
-        error = session.error
-        if (
-            error is not None
-            and not session.hello_received.is_set()
-            and _is_unsupported_protocol(error)
-        ):
+        if session.not_dndm:
             # A libp2p peer that does not speak DNDM (a go or js DHT node, say): keep the
             # connection for the protocols we share, and do not ask again while it lasts.
             self.foreign_peers.add(session.peer)
-            self._emit(NodeEvent("peer_disconnected", session.peer, "not a DNDM node"))
+            self._events.emit(NodeEvent("peer_disconnected", session.peer, "not a DNDM node"))
             return
-        self._emit(NodeEvent("peer_disconnected", session.peer, detail, session.error))
+        self._events.emit(NodeEvent("peer_disconnected", session.peer, detail, session.error))
         if self._closing:
             return
         if self._nursery is not None:
             self._nursery.start_soon(self._drop_connection, session.peer_id)
-        if session.peer in self._wanted or session.had_links:
-            self._schedule_reconnect(session.peer)
+        if self._reconnector.is_wanted(session.peer) or session.had_links:
+            self._reconnector.schedule(session.peer)
 
     async def _drop_connection(self, peer_id: ID) -> None:
         if self.session(str(peer_id)) is not None:
@@ -606,373 +456,109 @@ class Node:
         except Exception as exc:
             self.report_error(Unavailable(f"closing the connection to {peer_id}: {exc}"))
 
-    def _schedule_reconnect(self, peer: str, first_delay: float | None = None) -> None:
-        if self._closing or self._nursery is None or peer in self._reconnecting:
+    def _connection_opened(self, conn: INetConn) -> None:
+        """Start the session with a newly connected peer (in the node's nursery)."""
+        peer_id = conn.muxed_conn.peer_id
+        if self._closing or self._nursery is None or str(peer_id) in self.foreign_peers:
             return
-        scope = trio.CancelScope()
-        self._reconnecting[peer] = scope
-        self._nursery.start_soon(self._reconnect, peer, scope, first_delay)
+        self._moves.note_connection(conn, self.session(str(peer_id)))
+        self._nursery.start_soon(self._start_session_quietly, peer_id)
 
-    async def _reconnect(
-        self, peer: str, scope: trio.CancelScope, first_delay: float | None
-    ) -> None:
-        config = self.config
-        explicit = peer in self._wanted
-        limit = None if explicit else config.reconnect_attempts
-        delay = config.reconnect_initial
-        try:
-            with scope:
-                for attempt in itertools.count(1):
-                    wait = delay if first_delay is None or attempt > 1 else first_delay
-                    await trio.sleep(wait * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, config.reconnect_max)
-                    if self.session(peer) is not None:
-                        return
-                    for addr in self._addresses_of(peer):
-                        try:
-                            await self.connect(addr, keep=explicit)
-                        except (Unavailable, Closed):
-                            continue
-                        return
-                    if limit is not None and attempt >= limit:
-                        self.report_error(Unavailable(f"gave up reconnecting to {peer}"), peer=peer)
-                        return
-        finally:
-            if self._reconnecting.get(peer) is scope:
-                del self._reconnecting[peer]
-
-    def _addresses_of(self, peer: str) -> list[str]:
-        if peer in self._wanted:
-            return list(self._wanted[peer])
-        try:
-            peer_id = ID.from_base58(peer)
-        except ValueError:
-            return []
-        addrs = self.known_addrs(peer_id)
-        return [f"{addr}/p2p/{peer}" for addr in addrs if "/p2p/" not in str(addr)]
+    def _last_connection_closed(self, peer_id: ID) -> None:
+        """End the session when no connection to the peer is left."""
+        peer = str(peer_id)
+        self._moves.forget(peer)
+        self.foreign_peers.discard(peer)
+        session = self._sessions.get(peer)
+        if session is not None:
+            session.close(ConnectionLost(f"connection to {peer_id} closed"))
 
     # -- stream handlers --------------------------------------------------------------------------
 
     async def _on_control_stream(self, stream: INetStream) -> None:
-        peer_id = stream.muxed_conn.peer_id
-        await self._retire_moved_session(stream)
+        await self._moves.retire_old_session(stream)
         try:
-            session = await self._session(peer_id)
+            session = await self._session(stream.muxed_conn.peer_id)
         except Closed:
             await stream.reset()
             return
-        session.nursery.start_soon(session.serve_control, stream)
+        session.accept_control(stream)
 
     async def _on_data_stream(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
-        await self._retire_moved_session(stream)
+        await self._moves.retire_old_session(stream)
         try:
             session = await self._session(peer_id)
         except Closed:
             await stream.reset()
             return
-        if session.pending_data_streams >= self.config.max_links_per_peer:
+        if not session.accept_data(stream):
             self.dropped_streams += 1
             self.report_error(
                 ProtocolError(f"{peer_id} opened more than {self.config.max_links_per_peer} links"),
                 peer=str(peer_id),
             )
             await stream.reset()
-            return
-        session.pending_data_streams += 1
-        session.nursery.start_soon(session.serve_data, stream)
-
-    # -- NAT: a session moves from a relayed connection to a direct one ---------------------------
-    # A hole punch adds a direct connection next to the relayed one, and the NAT component then
-    # closes the relayed one.  The session on it ends (its streams go with the connection), and
-    # a new one starts on the direct connection at once: reliable links resume where they
-    # stopped, exactly as after a reconnection, but the direct connection is never dropped.
-
-    def _on_nat_event(self, event: NatEvent) -> None:
-        self._emit(NodeEvent(event.kind, event.peer, event.detail))
-
-    def _note_connection(self, conn: INetConn) -> None:
-        """A direct connection joined a relayed one with a running session: mark the move."""
-        peer_id = conn.muxed_conn.peer_id
-        peer = str(peer_id)
-        session = self.session(peer)
-        if session is None or _is_relayed(conn) or peer in self._moving:
-            return
-        for other in self.host.get_network().get_connections(peer_id):
-            if other is not conn and _is_relayed(other):
-                self._moving[peer] = (session, other.muxed_conn)
-                return
-
-    def moving(self, session: PeerSession) -> bool:
-        """True while ``session``'s relayed connection is giving way to a direct one."""
-        moving = self._moving.get(session.peer)
-        return moving is not None and moving[0] is session
-
-    def _moved(self, session: PeerSession) -> bool:
-        """True (and a new session is on its way) when ``session`` ended because its relayed
-        connection gave way to a direct one."""
-        moving = self._moving.get(session.peer)
-        if moving is None or moving[0] is not session:
-            return False
-        del self._moving[session.peer]
-        remaining = [
-            conn
-            for conn in self.host.get_network().get_connections(session.peer_id)
-            if conn.muxed_conn is not moving[1] and not _is_relayed(conn)
-        ]
-        if not remaining or self._closing or self._nursery is None:
-            return False
-        self._emit(NodeEvent("peer_moved", session.peer, "to a direct connection"))
-        self._nursery.start_soon(_start_session_quietly, self, session.peer_id)
-        return True
-
-    async def _retire_moved_session(self, stream: INetStream) -> None:
-        """A stream on the new connection of a moving peer: end the old session first (its
-        connection is going), so that the stream is served by a new session."""
-        moving = self._moving.get(str(stream.muxed_conn.peer_id))
-        if moving is None or stream.muxed_conn is moving[1]:
-            return
-        old = moving[0]
-        if old.running:
-            old.nursery.cancel_scope.cancel()
-        with trio.move_on_after(2.0):
-            await old.ended.wait()
-
-    # -- links ------------------------------------------------------------------------------------
-
-    def capabilities(self) -> common_pb2.Capabilities:
-        """What this node offers its peers."""
-        return common_pb2.Capabilities(
-            compression=self._compressions,
-            reliability=True,
-            max_frame_size=self.config.max_frame_size,
-            max_batch_messages=4096,
-        )
-
-    def advert(self, handle: Intent[Any] | Interest[Any], *, register: bool) -> advert_pb2.Advert:
-        """The advert of a local handle, with the next sequence number."""
-        return advert_for(handle, register=register, sequence=next(self._sequence))
-
-    def inbound_link(
-        self, session: PeerSession, route: Route, msg_type: type[Message], qos: QoS
-    ) -> InboundLink:
-        """The link for a subscription of ours to ``route`` at the session's peer."""
-        key = (session.peer, route.id)
-        if qos.reliable:
-            existing = self._reliable_in.get(key)
-            if existing is not None and existing.msg_type is msg_type:
-                existing.qos = qos
-                return existing
-        theirs = (
-            list(session.remote_capabilities.compression) if session.remote_capabilities else []
-        )
-        link = InboundLink(
-            self.router,
-            route,
-            msg_type,
-            session.peer,
-            next(_link_ids),
-            qos,
-            compression_choice=compression.negotiate(self._compressions, theirs),
-            max_frame_size=self.config.max_frame_size,
-        )
-        if qos.reliable:
-            self._reliable_in[key] = link
-        return link
-
-    def outbound_link(self, session: PeerSession, opening: data_pb2.LinkOpen) -> OutboundLink:
-        """Accept a peer's LinkOpen: a new link, or the reliable link it resumes."""
-        try:
-            route = parse_route(opening.route)
-        except DndmError as exc:
-            raise ProtocolError(f"LinkOpen has an invalid route: {exc}") from None
-        if opening.chosen not in (common_pb2.COMPRESSION_NONE, *self._compressions):
-            raise ProtocolError(f"LinkOpen chose compression {opening.chosen}, not offered")
-        if not 0 < opening.initial_credit <= 1 << 20:
-            raise ProtocolError(f"LinkOpen grants {opening.initial_credit} credit")
-        key = (session.peer, route.id, opening.link_id)
-        existing = self._reliable_out.get(key)
-        if existing is not None and not existing.queue.closed:
-            timer = self._parked.pop(key, None)
-            if timer is not None:
-                timer.cancel()
-            return existing
-        link = OutboundLink(
-            self.router,
-            route,
-            session.peer,
-            opening,
-            message_ttl=self.config.message_ttl,
-            max_frame_size=self.config.max_frame_size,
-        )
-        link.attach()
-        if link.reliable:
-            self._reliable_out[key] = link
-        return link
-
-    def link_stream_ended(self, link: OutboundLink) -> None:
-        """A stream of ``link`` ended: drop the link, or park a reliable one for its return."""
-        key = (link.peer, link.route.id, link.link_id)
-        if not link.reliable or link.queue.closed or self._closing or self._nursery is None:
-            if self._reliable_out.get(key) is link:
-                del self._reliable_out[key]
-            link.detach()
-            return
-        if link.serving or key in self._parked:
-            return  # a newer stream took it over, or its timer already runs
-        scope = trio.CancelScope()
-        self._parked[key] = scope
-        self._nursery.start_soon(self._expire_parked, link, key, scope)
-
-    async def _expire_parked(
-        self, link: OutboundLink, key: tuple[str, str, int], scope: trio.CancelScope
-    ) -> None:
-        with scope:
-            await trio.sleep(self.config.reliable_grace)
-        if scope.cancelled_caught:
-            return
-        if self._parked.get(key) is scope:
-            del self._parked[key]
-        if not link.serving:
-            if self._reliable_out.get(key) is link:
-                del self._reliable_out[key]
-            link.detach()
-
-    # -- the router observer: advertise local declarations ----------------------------------------
-
-    def declared(self, handle: Intent[Any] | Interest[Any]) -> None:
-        """A local handle appeared: tell every peer, and open links it needs."""
-        if self.discovery is not None:
-            self.discovery.declared(handle)
-        advert = self.advert(handle, register=True)
-        for session in list(self._sessions.values()):
-            if session.running:
-                session.queue_advert(advert)
-                if isinstance(handle, Interest):
-                    session.reconcile()
-
-    def withdrawn(self, handle: Intent[Any] | Interest[Any]) -> None:
-        """A local handle closed: tell every peer, and close links nobody needs any more."""
-        if self._closing:
-            return
-        if self.discovery is not None:
-            self.discovery.withdrawn(handle)
-        advert = self.advert(handle, register=False)
-        for session in list(self._sessions.values()):
-            if not session.running:
-                continue
-            session.queue_advert(advert)
-            if isinstance(handle, Interest):
-                session.reconcile()
-        if isinstance(handle, Intent):
-            state = self.router.lowlevel.state(handle.route)
-            if state is None or not state.has_local_intent:
-                self._close_outbound(handle.route)
-
-    def _close_outbound(self, route: Route) -> None:
-        for session in self._sessions.values():
-            for link in list(session.outbound):
-                if link.route == route:
-                    link.queue.close()
-        for key, link in list(self._reliable_out.items()):
-            if link.route == route:
-                del self._reliable_out[key]
-                timer = self._parked.pop(key, None)
-                if timer is not None:
-                    timer.cancel()
-                link.detach()
 
 
-_link_ids = itertools.count(1)
-
-
-def _advert_covers(advert: RemoteAdvert, route: Route) -> bool:
-    return advert.route == route if advert.route is not None else advert.matches(route)
-
-
-def _shown_route(handle: Intent[Any] | Interest[Any]) -> str:
-    if isinstance(handle, Interest) and handle.route is None:
-        return str(handle.pattern)
-    return str(handle.route)
-
-
-def _is_unsupported_protocol(error: BaseException) -> bool:
-    """True when ``error`` was caused by a peer answering "na" to our protocol (py-libp2p raises
-    a bare MultiselectClientError for it, so its message is what tells)."""
-    seen: BaseException | None = error
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, ProtocolNotSupportedError) or (
-            isinstance(seen, MultiselectClientError) and "not supported" in str(seen)
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _compression_name(value: int) -> str:
-    return common_pb2.Compression.Name(value).removeprefix("COMPRESSION_").lower()  # type: ignore[arg-type]
-
-
-def _is_relayed(conn: INetConn) -> bool:
-    """True for a connection through a relay (NAT traversal)."""
-    try:
-        return any("/p2p-circuit" in str(a) for a in conn.get_transport_addresses())
-    except Exception:
-        return False
-
-
-def _peer_of(addr: str) -> str:
-    _, sep, peer = addr.rpartition("/p2p/")
-    if not sep or not peer or "/" in peer:
-        raise ConfigError(f"{addr!r} has no /p2p/<peer id> part")
-    return peer
-
-
-class _ConnectionWatcher(INotifee):
-    """A py-libp2p network notifee: starts a session when a connection appears and ends it when
-    the last connection to the peer goes."""
+class _NodeServices:
+    """What the node's parts may ask of it: each session (a
+    :class:`~dndm_p2p.node.session.SessionHost`), discovery (a
+    :class:`~dndm_p2p.discovery.component.DiscoveryContext`) and the connection watcher (a
+    :class:`~dndm_p2p.node.watcher.ConnectionListener`)."""
 
     def __init__(self, node: Node) -> None:
         self._node = node
+        self.config = node.config
+        self.name = node.name
+        self.router = node.router
+        self.report_error = node.report_error
+        self.advertised_addrs = node.advertised_addrs
+        self.dial = node.connect
+        self.capabilities = node._links.capabilities
+        self.inbound_link = node._links.inbound_link
+        self.outbound_link = node._links.outbound_link
+        self.link_stream_ended = node._links.link_stream_ended
+        self.advert = node._advertiser.advert
+        self.moving = node._moves.is_moving
+        self.session_ended = node._session_ended
+        self.known_addrs = node._known_addrs
+        self.connection_opened = node._connection_opened
+        self.last_connection_closed = node._last_connection_closed
 
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        """Not used."""
+    @property
+    def host(self) -> IHost:
+        return self._node.host
 
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        """Not used."""
+    @property
+    def private_key(self) -> PrivateKey:
+        return self._node.private_key
 
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        """Start the session with a newly connected peer (in the node's nursery)."""
-        node = self._node
-        if node._closing or node._nursery is None:
-            return
-        if str(conn.muxed_conn.peer_id) in node.foreign_peers:
-            return
-        node._note_connection(conn)
-        node._nursery.start_soon(_start_session_quietly, node, conn.muxed_conn.peer_id)
+    @property
+    def peer_id(self) -> str:
+        return self._node.peer_id
 
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        """End the session when no connection to the peer is left."""
-        peer_id = conn.muxed_conn.peer_id
-        if network.get_connections(peer_id):
-            return
-        self._node._moving.pop(str(peer_id), None)
-        self._node.foreign_peers.discard(str(peer_id))
-        session = self._node._sessions.get(str(peer_id))
-        if session is not None:
-            session.close(ConnectionLost(f"connection to {peer_id} closed"))
+    @property
+    def closing(self) -> bool:
+        return self._node._closing
 
-    async def listen(self, network: INetwork, multiaddr: Any) -> None:
-        """Not used."""
+    @property
+    def wanted_peers(self) -> frozenset[str]:
+        return self._node._reconnector.wanted_peers
 
-    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
-        """Not used."""
+    @property
+    def address_book(self) -> AddressBook | None:
+        return self._node.address_book
 
+    @property
+    def addrs_changed(self) -> trio.Event | None:
+        nat = self._node.nat
+        return nat.changed if nat is not None else None
 
-async def _start_session_quietly(node: Node, peer_id: ID) -> None:
-    try:
-        await node._session(peer_id)
-    except Closed:
-        return
+    def peer_adverts(self) -> Iterator[RemoteAdvert]:
+        for session in self._node._running_sessions():
+            yield from session.remote_intents.values()
+            yield from session.remote_interests.values()
+
+    def connected(self, peer: str) -> bool:
+        return self._node.session(peer) is not None

@@ -22,7 +22,7 @@ from dndm_p2p.errors import (
 )
 from protocols.v1 import control_pb2, result_pb2
 
-__all__ = ["Code", "code_for", "code_name", "data_result", "error_for"]
+__all__ = ["Code", "code_for", "code_name", "control_result", "data_result", "error_for"]
 
 Code: TypeAlias = result_pb2.Result.Code.ValueType
 _R = result_pb2.Result
@@ -79,3 +79,12 @@ def data_result(
         )
     )
     return frame.SerializeToString()
+
+
+def control_result(error: DndmError, nonce: int = 0) -> control_pb2.ControlFrame:
+    """A control frame carrying a Result that reports ``error`` to the peer."""
+    return control_pb2.ControlFrame(
+        result=_R(
+            code=code_for(error), description=str(error), transient=error.transient, nonce=nonce
+        )
+    )

@@ -5,11 +5,9 @@ reads the one the peer opened.  The first frame each way is a ``Hello`` with the
 version, capabilities, and the sender's full current set of intents and interests (the Go
 original never exchanged them); then batched register/unregister adverts, pings and pongs.
 
-From the peer's adverts and our own interests the session decides which data links it needs:
-for every route the peer publishes and some local interest wants, one
-:class:`~dndm_p2p.node.inbound.InboundLink` on its own ``/dndm/data/1.0.0`` stream.  Discovering the
-same route twice never opens a second link; a withdrawn intent or a closed interest closes it.
-The peer's links to us (:class:`~dndm_p2p.node.outbound.OutboundLink`) arrive as streams it opens.
+From the peer's adverts and our own interests the session's
+:class:`~dndm_p2p.node.peer_links.PeerLinks` decides which data links it needs, and serves the
+links the peer opens to us.
 
 Everything the session starts lives in its nursery: when the session ends (the connection
 broke, the peer stopped answering pings, or it sent garbage), every link of the peer closes with
@@ -22,15 +20,17 @@ import contextlib
 import itertools
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from google.protobuf.message import Message
 from libp2p.custom_types import TProtocol
+from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
 
 from dndm_p2p.core.adverts import RemoteAdvert, parse_advert
-from dndm_p2p.core.qos import Overflow, QoS
+from dndm_p2p.core.intent import Intent
+from dndm_p2p.core.interest import Interest
+from dndm_p2p.core.qos import QoS
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
 from dndm_p2p.errors import (
@@ -38,19 +38,18 @@ from dndm_p2p.errors import (
     ConnectionLost,
     DndmError,
     ProtocolError,
-    UnknownRoute,
     VersionMismatch,
 )
+from dndm_p2p.node.best_effort import close_quietly, reset_quietly
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink, now_us
-from dndm_p2p.node.results import code_for, data_result, error_for
-from dndm_p2p.node.streamio import data_stream
+from dndm_p2p.node.peer_links import LinkHost, PeerLinks
+from dndm_p2p.node.results import control_result, error_for
+from dndm_p2p.node.types import PeerStats
 from protocols.framing import FrameReader, FrameWriter, read_message
 from protocols.ids import (
     CONTROL_PROTOCOL_ID,
-    DATA_PROTOCOL_ID,
     MAX_CONTROL_FRAME_SIZE,
-    MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
 )
 from protocols.v1 import (
@@ -59,7 +58,6 @@ from protocols.v1 import (
     control_pb2,
     hello_pb2,
     ping_pb2,
-    result_pb2,
 )
 
 if TYPE_CHECKING:
@@ -67,32 +65,48 @@ if TYPE_CHECKING:
     from libp2p.peer.id import ID
     from trio_typing import TaskStatus  # py-libp2p installs trio-stubs, which mypy prefers
 
-    from dndm_p2p.node.node import Node
-
-__all__ = ["PeerSession", "PeerStats"]
-
-_link_ids = itertools.count(1)
+__all__ = ["PeerSession", "PeerStats", "SessionHost"]
 
 
-@dataclass
-class PeerStats:
-    """Counters and timings of one peer."""
+class SessionHost(LinkHost, Protocol):
+    """What a session asks of the node it runs in (besides what its links ask)."""
 
-    rtt_us: int | None = None
-    rtt_ewma_us: float | None = None
-    pings_sent: int = 0
-    pongs_received: int = 0
-    adverts_received: int = 0
-    bad_adverts: int = 0
-    protocol_errors: int = 0
-    links_opened: int = 0
-    errors: list[str] = field(default_factory=list)
+    @property
+    def name(self) -> str:
+        """This node's name, sent in the hello."""
+        ...
+
+    @property
+    def router(self) -> Router:
+        """The node's router: the local intents and interests."""
+        ...
+
+    @property
+    def wanted_peers(self) -> frozenset[str]:
+        """Peers the application or the configuration asked to keep connected."""
+        ...
+
+    def capabilities(self) -> common_pb2.Capabilities:
+        """What this node offers its peers."""
+        ...
+
+    def advert(self, handle: Intent[Any] | Interest[Any], *, register: bool) -> advert_pb2.Advert:
+        """The advert of a local handle, with the next sequence number."""
+        ...
+
+    def moving(self, session: PeerSession) -> bool:
+        """True while ``session``'s relayed connection is giving way to a direct one."""
+        ...
+
+    def session_ended(self, session: PeerSession) -> None:
+        """Called once by ``session`` as it ends."""
+        ...
 
 
 class PeerSession:
     """The control session with one peer, and every data link to and from it."""
 
-    def __init__(self, node: Node, peer_id: ID) -> None:
+    def __init__(self, node: SessionHost, peer_id: ID) -> None:
         self.node = node
         self.router: Router = node.router
         self.peer_id = peer_id
@@ -108,23 +122,25 @@ class PeerSession:
         self.rtt_measured = trio.Event()
         self.ended = trio.Event()
         self.error: DndmError | None = None
-        #: Our subscriptions to the peer's routes, by route id: (link, its cancel scope).
-        self.inbound: dict[str, tuple[InboundLink, trio.CancelScope]] = {}
-        #: The peer's subscriptions to our routes.
-        self.outbound: set[OutboundLink] = set()
+        #: The data links to and from the peer.
+        self.links = PeerLinks(
+            node,
+            self.router,
+            peer_id,
+            self.stats,
+            remote_intents=self.remote_intents,
+            ready=self.hello_received,
+            is_moving=lambda: node.moving(self),
+        )
         self._pending: list[advert_pb2.Advert] = []
         self._pending_frames: list[control_pb2.ControlFrame] = []
         self._wake_writer = trio.Event()
         self._pings: dict[int, int] = {}
-        self._link_failures: dict[str, int] = {}
         self._closing = False
-        self._links_changed = trio.Event()
         #: Whether the session had links when it ended (the node then reconnects).
         self.had_links = False
         self._serving_control = False
         self._sent_frames = itertools.count(1)
-        #: Data streams the peer opened that are still being served (links or not yet).
-        self.pending_data_streams = 0
         self._last_heard = trio.current_time()
         self._nursery: trio.Nursery | None = None
         self._writer: FrameWriter | None = None
@@ -133,11 +149,24 @@ class PeerSession:
     # -- lifecycle --------------------------------------------------------------------------------
 
     @property
-    def nursery(self) -> trio.Nursery:
-        """The nursery that owns every task of this peer."""
-        if self._nursery is None:
-            raise Closed(f"session with {self.peer} is not running")
-        return self._nursery
+    def inbound(self) -> dict[str, tuple[InboundLink, trio.CancelScope]]:
+        """Our subscriptions to the peer's routes, by route id: (link, its cancel scope)."""
+        return self.links.inbound
+
+    @property
+    def outbound(self) -> set[OutboundLink]:
+        """The peer's subscriptions to our routes."""
+        return self.links.outbound
+
+    @property
+    def not_dndm(self) -> bool:
+        """True when the session failed before the peer's hello because the peer does not
+        speak the DNDM control protocol (a libp2p node of another kind)."""
+        return (
+            self.error is not None
+            and not self.hello_received.is_set()
+            and _is_unsupported_protocol(self.error)
+        )
 
     @property
     def running(self) -> bool:
@@ -153,6 +182,7 @@ class PeerSession:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.links.start(nursery)
                 task_status.started()
                 nursery.start_soon(self._guarded, self._run_control_writer)
                 nursery.start_soon(self._guarded, self._ping_loop)
@@ -165,15 +195,7 @@ class PeerSession:
             self.node.report_error(error, peer=self.peer)
         finally:
             self._nursery = None
-            self.had_links = bool(self.inbound or self.outbound)
-            for link, scope in self.inbound.values():
-                scope.cancel()
-                link.detach()
-            self.inbound.clear()
-            for out in list(self.outbound):
-                if not out.reliable:
-                    out.detach()
-            self.outbound.clear()
+            self.had_links = self.links.release()
             self.ended.set()
             self.node.session_ended(self)
 
@@ -196,16 +218,19 @@ class PeerSession:
             # Leaving in good order: close our links first (each tells its publisher, which
             # then lets a reliable link go at once), and only then the control stream.
             self._closing = True
-            for _, scope in self.inbound.values():
-                scope.cancel()
+            self.links.leave()
             nursery.start_soon(self._cancel_when_links_closed, 1.0)
             return
         nursery.cancel_scope.cancel()
 
+    def abort(self) -> None:
+        """End the session at once, without last words or closing links in good order."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     async def _cancel_when_links_closed(self, limit: float) -> None:
         with trio.move_on_after(limit):
-            while self.inbound:
-                await self._links_changed.wait()
+            await self.links.wait_closed()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -289,7 +314,7 @@ class PeerSession:
                 if last and not writer.broken:
                     with contextlib.suppress(ConnectionLost):
                         await writer.write_messages(self._stamped(f) for f in last)
-                await _close_quietly(stream)
+                await close_quietly(stream)
 
     def _watched(self) -> bool:
         """True when the peer's health matters: the session has links, the application asked
@@ -330,6 +355,18 @@ class PeerSession:
 
     # -- the control stream: reading --------------------------------------------------------------
 
+    def accept_control(self, stream: INetStream) -> None:
+        """Serve the control stream the peer opened (in the session's nursery).  Raises
+        :class:`Closed` when the session does not run."""
+        if self._nursery is None:
+            raise Closed(f"session with {self.peer} is not running")
+        self._nursery.start_soon(self.serve_control, stream)
+
+    def accept_data(self, stream: INetStream) -> bool:
+        """Serve a data stream the peer opened; False when the peer already has
+        ``config.max_links_per_peer`` of them being served (see :meth:`PeerLinks.accept`)."""
+        return self.links.accept(stream)
+
     async def serve_control(self, stream: INetStream) -> None:
         """Read the control stream the peer opened, until it ends."""
         if self._serving_control:
@@ -339,7 +376,7 @@ class PeerSession:
                 ProtocolError(f"{self.peer} opened a second control stream"), peer=self.peer
             )
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await _reset_quietly(stream)
+                await reset_quietly(stream)
             return
         self._serving_control = True
         reader = FrameReader(stream, MAX_CONTROL_FRAME_SIZE)
@@ -364,18 +401,18 @@ class PeerSession:
         except DndmError as exc:
             if isinstance(exc, ProtocolError) and not isinstance(exc, VersionMismatch):
                 self.stats.protocol_errors += 1
-                self._queue_frame(_result_frame(exc, nonce))
+                self._queue_frame(control_result(exc, nonce))
             self.close(exc)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await _close_quietly(stream)
+                await close_quietly(stream)
 
     def _on_hello(self, frame: control_pb2.ControlFrame) -> None:
         hello = frame.hello
         self._last_heard = trio.current_time()
         if hello.protocol_version != PROTOCOL_VERSION:
             self._queue_frame(
-                _result_frame(
+                control_result(
                     VersionMismatch(
                         f"this node speaks dndm protocol version {PROTOCOL_VERSION}, "
                         f"not {hello.protocol_version}"
@@ -389,6 +426,7 @@ class PeerSession:
             )
         self.remote_name = hello.node_name
         self.remote_capabilities = hello.capabilities
+        self.links.offered = list(hello.capabilities.compression)
         self.remote_intents.clear()
         self.remote_interests.clear()
         self._apply_adverts([*hello.intents, *hello.interests], frame.header.sequence)
@@ -437,7 +475,7 @@ class PeerSession:
                 # One bad advert costs only itself: count it, tell the peer, keep the rest.
                 self.stats.bad_adverts += 1
                 self.node.report_error(exc, peer=self.peer)
-                self._queue_frame(_result_frame(exc, nonce))
+                self._queue_frame(control_result(exc, nonce))
                 continue
             table = self.remote_intents if advert.is_intent else self.remote_interests
             if advert.register:
@@ -452,214 +490,33 @@ class PeerSession:
             else:
                 table.pop(advert.handle_id, None)
 
-    # -- data links we open (we subscribe to the peer's routes) -----------------------------------
+    # -- data links -------------------------------------------------------------------------------
 
     def wanted_links(self) -> dict[str, tuple[Route, type[Message], QoS]]:
         """Routes the peer publishes that a local interest wants, with the link's type and QoS."""
-        wanted: dict[str, tuple[Route, type[Message], QoS]] = {}
-        for advert in self.remote_intents.values():
-            route = advert.route
-            if route is None or route.id in wanted:
-                continue
-            interests = self.router.lowlevel.matching_interests(route)
-            if interests:
-                wanted[route.id] = (route, interests[0].msg_type, _link_qos(interests))
-        return wanted
+        return self.links.wanted_links()
 
     def reconcile(self) -> None:
         """Open the links we need and close the ones we no longer need (idempotent)."""
-        if self._nursery is None or not self.hello_received.is_set():
-            return
-        wanted = self.wanted_links()
-        for route_id in list(self.inbound):
-            if route_id not in wanted:
-                link, scope = self.inbound.pop(route_id)
-                scope.cancel()
-                link.detach()
-        for route_id, (route, msg_type, qos) in wanted.items():
-            if route_id not in self.inbound:
-                link = self.node.inbound_link(self, route, msg_type, qos)
-                scope = trio.CancelScope()
-                self.inbound[route_id] = (link, scope)
-                self._nursery.start_soon(self._run_inbound, link, scope)
-
-    async def _run_inbound(self, link: InboundLink, scope: trio.CancelScope) -> None:
-        failed = False
-        with scope:
-            try:
-                stream = await self.node.host.new_stream(
-                    self.peer_id, [TProtocol(DATA_PROTOCOL_ID)]
-                )
-            except Exception as exc:  # a failed negotiation; the session decides what next
-                self.node.report_error(
-                    ConnectionLost(f"could not open a data stream to {self.peer}: {exc}"),
-                    peer=self.peer,
-                )
-                self._forget_inbound(link, failed=True)
-                return
-            self.stats.links_opened += 1
-            io = data_stream(stream)
-            reader = FrameReader(io, MAX_FRAME_SIZE)
-            writer = FrameWriter(io, MAX_FRAME_SIZE)
-            try:
-                await link.serve(reader, writer)
-            except UnknownRoute as exc:
-                # The peer withdrew the intent while we were opening: its advert follows.
-                self.node.report_error(exc, peer=self.peer)
-                failed = True
-            except ProtocolError as exc:
-                self.stats.protocol_errors += 1
-                self.node.report_error(exc, peer=self.peer)
-                failed = True
-                with trio.move_on_after(1):
-                    await _write_quietly(writer, data_result(exc, link_id=link.link_id))
-            except DndmError as exc:  # connection lost, or the publisher refused the link
-                if not (isinstance(exc, ConnectionLost) and self.node.moving(self)):
-                    # (A relayed connection giving way to a direct one is no error: the link
-                    # resumes on the new session.)
-                    self.node.report_error(exc, peer=self.peer)
-                failed = True
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    # Leaving on purpose (unsubscribed, or this node is closing): say so, so a
-                    # reliable publisher lets the link go at once instead of keeping it for
-                    # the subscriber's return.
-                    leaving = scope.cancel_called or self.node.closing
-                    if leaving and not writer.broken:
-                        await _write_quietly(
-                            writer,
-                            data_result(
-                                result_pb2.Result.CLOSED, "unsubscribed", link_id=link.link_id
-                            ),
-                        )
-                        # Wait (briefly) for the publisher to close its side: then it has
-                        # processed the CLOSED before our connection can go away.
-                        await _drain_quietly(reader)
-                    await _close_quietly(stream)
-        self._forget_inbound(link, failed=failed and not scope.cancel_called)
-
-    def _forget_inbound(self, link: InboundLink, *, failed: bool = False) -> None:
-        entry = self.inbound.get(link.route.id)
-        if entry is not None and entry[0] is link:
-            del self.inbound[link.route.id]
-            self._links_changed.set()
-            self._links_changed = trio.Event()
-        if failed and self._nursery is not None:
-            # Try again later (a link that keeps failing backs off to ten seconds).
-            failures = self._link_failures.get(link.route.id, 0) + 1
-            self._link_failures[link.route.id] = failures
-            self._nursery.start_soon(self._reconcile_later, min(10.0, 0.1 * 2**failures))
-        else:
-            self._link_failures.pop(link.route.id, None)
-
-    async def _reconcile_later(self, delay: float) -> None:
-        await trio.sleep(delay)
-        self.reconcile()
-
-    # -- data links the peer opens (it subscribes to our routes) ----------------------------------
-
-    async def serve_data(self, stream: INetStream) -> None:
-        """Serve a data stream the peer opened: validate its LinkOpen, then feed the link."""
-        io = data_stream(stream)
-        reader = FrameReader(io, MAX_FRAME_SIZE)
-        writer = FrameWriter(io, MAX_FRAME_SIZE)
-        link: OutboundLink | None = None
-        link_id = nonce = 0
-        try:
-            frame = await self._read_link_open(reader)
-            opening = frame.open
-            link_id, nonce = opening.link_id, frame.header.sequence
-            link = self.node.outbound_link(self, opening)
-            self.outbound.add(link)
-            await link.serve(reader, writer, opening)
-            if link.queue.closed and not writer.broken:
-                await writer.write_frames(
-                    [data_result(result_pb2.Result.CLOSED, "intent withdrawn", link_id=link_id)]
-                )
-        except DndmError as exc:
-            if isinstance(exc, ProtocolError):
-                self.stats.protocol_errors += 1
-                with trio.move_on_after(1):
-                    await _write_quietly(writer, data_result(exc, link_id=link_id, nonce=nonce))
-            self.node.report_error(exc, peer=self.peer)
-        finally:
-            self.pending_data_streams -= 1
-            if link is not None:
-                self.outbound.discard(link)
-                self.node.link_stream_ended(link)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await _close_quietly(stream)
-
-    async def _read_link_open(self, reader: FrameReader) -> control_pb2.DataFrame:
-        timeout = self.node.config.handshake_timeout
-        frame = None
-        with trio.move_on_after(timeout):
-            frame = await read_message(reader, control_pb2.DataFrame)
-            if frame is None:
-                raise ConnectionLost(f"{self.peer} closed a data stream before opening a link")
-        if frame is None:
-            raise ProtocolError(f"{self.peer} opened a data stream but no link within {timeout} s")
-        kind = frame.WhichOneof("body")
-        if kind != "open":
-            raise ProtocolError(f"a data stream must start with LinkOpen, not {kind!r}")
-        return frame
+        self.links.reconcile()
 
     # -- introspection ----------------------------------------------------------------------------
 
     def linked_routes(self) -> list[str]:
         """Route strings linked with this peer, both ways."""
-        routes = {str(link.route) for link, _ in self.inbound.values()}
-        routes.update(str(link.route) for link in self.outbound)
-        return sorted(routes)
+        return self.links.linked_routes()
 
 
-def _link_qos(interests: list[Any]) -> QoS:
-    """One link serves every local interest on a route: the strongest settings win."""
-    depth = max(i.qos.depth for i in interests)
-    overflows = {i.qos.overflow for i in interests}
-    if Overflow.BLOCK in overflows:
-        overflow = Overflow.BLOCK
-    elif Overflow.DROP_OLDEST in overflows:
-        overflow = Overflow.DROP_OLDEST
-    else:
-        overflow = Overflow.DROP_NEWEST
-    return QoS(depth, overflow, any(i.qos.reliable for i in interests))
-
-
-def _result_frame(exc: DndmError, nonce: int = 0) -> control_pb2.ControlFrame:
-    return control_pb2.ControlFrame(
-        result=result_pb2.Result(
-            code=code_for(exc), description=str(exc), transient=exc.transient, nonce=nonce
-        )
-    )
-
-
-async def _write_quietly(writer: FrameWriter, body: bytes) -> None:
-    """Best-effort last words on a stream that may already be broken."""
-    try:
-        await writer.write_frames([body])
-    except ConnectionLost:
-        return
-
-
-async def _drain_quietly(reader: FrameReader) -> None:
-    """Read and discard frames until the peer closes its side (or the stream fails)."""
-    with contextlib.suppress(DndmError):
-        while await reader.read_frame() is not None:
-            pass
-
-
-async def _reset_quietly(stream: INetStream) -> None:
-    """Reset a stream we refuse; py-libp2p raises if it is already gone."""
-    try:
-        await stream.reset()
-    except Exception:
-        return
-
-
-async def _close_quietly(stream: INetStream) -> None:
-    """Close a stream that may already be reset; py-libp2p raises for those."""
-    try:
-        await stream.close()
-    except Exception:
-        return
+def _is_unsupported_protocol(error: BaseException) -> bool:
+    """True when ``error`` was caused by a peer answering "na" to our protocol (py-libp2p raises
+    a bare MultiselectClientError for it, so its message is what tells)."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ProtocolNotSupportedError) or (
+            isinstance(seen, MultiselectClientError) and "not supported" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -57,7 +57,7 @@ from tests.proto.messages_pb2 import Foo
 
 #: Background work that outlives an example by design, bounded by the node's configuration:
 #: a reliable link whose subscriber left waits ``reliable_grace`` for it to come back.
-BOUNDED_TIMERS = ("Node._expire_parked",)
+BOUNDED_TIMERS = ("LinkRegistry._expire_parked",)
 
 M = TypeVar("M")
 

@@ -158,9 +158,9 @@ async def test_L9_one_reconnection_task_per_peer() -> None:
         # b is gone and a keeps trying; let many attempts fail.
         for _ in range(20):
             await trio.sleep(0.02)
-            reconnecting = [t for t in live_tasks() if t.name.endswith("Node._reconnect")]
+            reconnecting = [t for t in live_tasks() if t.name.endswith("Reconnector._reconnect")]
             assert len(reconnecting) <= 1, [t.name for t in reconnecting]
-        assert b_addr.rsplit("/", 1)[-1] in a._reconnecting
+        assert b_addr.rsplit("/", 1)[-1] in a._reconnector.pending
 
 
 async def test_A14_connecting_is_bounded_and_cancellable() -> None:
