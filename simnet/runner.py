@@ -57,7 +57,6 @@ from protocols.v1 import ping_pb2
 from simnet.clock import key_pair_from, libp2p_virtual_time, mock_clock, seeded_random
 from simnet.hosts import SimHostOptions, running_sim_host
 from simnet.metrics import EventLog
-from simnet.mplex_fix import mplex_duplex_fix
 from simnet.net import Nat, NodeClass, SimNetwork, SimNode
 from simnet.scenario import EventSpec, LatencySpec, Scenario
 
@@ -842,7 +841,7 @@ def run_scenario(
         for quiet in loggers:
             quiet.setLevel(logging.CRITICAL)
         try:
-            with libp2p_virtual_time(epoch=EPOCH), mplex_duplex_fix():
+            with libp2p_virtual_time(epoch=EPOCH):
                 trio.run(runner.main, clock=mock_clock())
         finally:
             for quiet, level in zip(loggers, levels, strict=True):
