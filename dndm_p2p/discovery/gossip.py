@@ -27,7 +27,9 @@ addresses, a batch of adverts and a sequence number.
 * **Relaying.** GossipSub nodes relay only the topics they are subscribed to.  A bootstrap
   server (``relay_all=True``) therefore joins every ``/dndm/adverts/`` topic a connected peer
   subscribes to (as soon as the subscription arrives), so that peers that know only it still
-  hear each other.
+  hear each other, and forwards what it relays to every subscriber, not only its mesh of 6 to
+  12 peers per topic (``flood_relay``), since the nodes behind it may know no other peer.  Our
+  own messages always go to every subscriber (flood publishing, as go-libp2p does).
 
 py-libp2p settings (see the GossipSub section of the py-libp2p notes): protocols
 ``/meshsub/1.2.0``, ``1.1.0``, ``1.0.0``; heartbeat from the config (py-libp2p's default is

@@ -69,7 +69,7 @@ _RESET_GRACE: Final = 1.0
 LookupQuery = Callable[[ID], Awaitable[Sequence[ID]]]
 """Ask one peer for the peers it knows closest to the key; raise if it does not answer."""
 
-_PATCHES: Final = (
+_OVERRIDDEN: Final = (
     (PeerRouting, "find_closest_peers_network"),
     (ProviderStore, "find_providers"),
     (ProviderStore, "provide"),
@@ -77,7 +77,7 @@ _PATCHES: Final = (
 )
 
 STOCK_METHODS: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
-    {f"{cls.__name__}.{name}": cls.__dict__[name] for cls, name in _PATCHES}
+    {f"{cls.__name__}.{name}": cls.__dict__[name] for cls, name in _OVERRIDDEN}
 )
 """The stock py-libp2p methods that :func:`apply_kad_fixes` overrides, by ``Class.method``."""
 
@@ -384,31 +384,28 @@ _FIXES: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
 )
 
 
+def _fixed_objects(kad: KadDHT) -> dict[str, object]:
+    """The objects of ``kad`` whose methods the fixes override, by py-libp2p class name."""
+    return {"PeerRouting": kad.peer_routing, "ProviderStore": kad.provider_store, "KadDHT": kad}
+
+
 def apply_kad_fixes(kad: KadDHT) -> KadDHT:
     """Bind the fixed methods on ``kad``, ``kad.peer_routing`` and ``kad.provider_store``.
 
     Call it before ``kad`` runs.  Idempotent; affects these three objects only.  Returns ``kad``.
     """
-    targets: dict[str, object] = {
-        "PeerRouting": kad.peer_routing,
-        "ProviderStore": kad.provider_store,
-        "KadDHT": kad,
-    }
-    for cls, name in _PATCHES:
-        target = targets[cls.__name__]
+    objects = _fixed_objects(kad)
+    for cls, name in _OVERRIDDEN:
+        target = objects[cls.__name__]
         setattr(target, name, MethodType(_FIXES[f"{cls.__name__}.{name}"], target))
     return kad
 
 
 def kad_fixes_applied(kad: KadDHT) -> bool:
     """Whether :func:`apply_kad_fixes` has bound every fixed method on ``kad``'s objects."""
-    targets: dict[str, object] = {
-        "PeerRouting": kad.peer_routing,
-        "ProviderStore": kad.provider_store,
-        "KadDHT": kad,
-    }
-    for cls, name in _PATCHES:
-        bound = vars(targets[cls.__name__]).get(name)
-        if getattr(bound, "__func__", None) is not _FIXES[f"{cls.__name__}.{name}"]:
-            return False
-    return True
+    objects = _fixed_objects(kad)
+    return all(
+        getattr(vars(objects[cls.__name__]).get(name), "__func__", None)
+        is _FIXES[f"{cls.__name__}.{name}"]
+        for cls, name in _OVERRIDDEN
+    )

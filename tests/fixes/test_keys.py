@@ -26,7 +26,6 @@ JS_LIBP2P_KEY = base64.b64decode(
 JS_LIBP2P_PEER_ID = "12D3KooWCuo3MdXfMgaqpLC5Houi1TRoFqgK9aoxok4NK5udMu8m"
 
 
-
 # --- Ed25519 private keys: py-libp2p's 32-byte form is not interoperable ----------------------
 
 

@@ -117,9 +117,7 @@ async def test_py_libp2p_host_dies_of_one_malformed_pubsub_rpc() -> None:
 async def test_fixed_pubsub_resets_the_stream_of_a_malformed_rpc_and_lives_on() -> None:
     malformed.clear()
     with trio.fail_after(20):
-        async with plain_peer(fixed=True) as (target, _), running_host(
-            generate_identity()
-        ) as evil:
+        async with plain_peer(fixed=True) as (target, _), running_host(generate_identity()) as evil:
             await connect(evil, listen_addrs(target)[0])
             await send_garbage_rpc(evil, target)
             while not malformed:  # noqa: ASYNC110
