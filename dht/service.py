@@ -11,12 +11,14 @@ What it adds to :class:`libp2p.kad_dht.KadDHT` (which it runs):
   22-hour republisher, which is not paced, never sees our keys).
 * **Complete lookups.**  :meth:`RouteDHT.find` walks towards the key with GET_PROVIDERS until
   the k closest peers have answered, collecting every distinct provider on the way (the
-  fixed ``find_providers`` of :mod:`dht.kad_fixes`; the stock one stops at ``count`` answers,
-  counts duplicates, and answers from the local store alone when it holds any record).
+  fixed ``find_providers`` of :mod:`protocols.libp2p_fixes.kad`; the stock one stops at
+  ``count`` answers, counts duplicates, and answers from the local store alone when it holds
+  any record).
   Results are cached for :attr:`DhtConfig.lookup_ttl` seconds.
 * **Node records** under ``/dndm/node/<peer id>`` (see :mod:`dht.records`), with
   ``strict_validation`` on and :class:`~dht.records.DndmValidator` registered.
-* The lookup fix of :mod:`dht.kad_fixes`, installed before the DHT starts.
+* The kad-dht fixes of :mod:`protocols.libp2p_fixes.kad`, applied to this DHT (its
+  ``KadDHT``, routing and provider store) only, before it starts.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
-from dht.kad_fixes import install_kad_fixes
 from dht.keys import NODE_RECORD_NAMESPACE, key_bytes, node_record_key
 from dht.records import DndmValidator, NodeAddresses, open_node_record, sign_node_record
 from protocols.errors import ConfigError, MalformedFrame
+from protocols.libp2p_fixes.kad import apply_kad_fixes
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -121,9 +123,8 @@ class RouteDHT:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the DHT and the paced provider until cancelled."""
-        install_kad_fixes()
         mode = DHTMode.SERVER if self.config.server else DHTMode.CLIENT
-        kad = KadDHT(self._host, mode, strict_validation=True)
+        kad = apply_kad_fixes(KadDHT(self._host, mode, strict_validation=True))
         kad.register_validator(NODE_RECORD_NAMESPACE, _CountingValidator(self.stats))
         self._kad = kad
         try:
@@ -250,8 +251,9 @@ class RouteDHT:
         return found
 
     async def _lookup(self, raw: bytes) -> tuple[PeerInfo, ...]:
-        # One iterative GET_PROVIDERS walk (the fixed find_providers of dht.kad_fixes) that
-        # ends when the k closest peers to the key have answered, or enough providers are known.
+        # One iterative GET_PROVIDERS walk (the fixed find_providers of
+        # protocols.libp2p_fixes.kad) that ends when the k closest peers to the key have
+        # answered, or enough providers are known.
         me = self._host.get_id()
         found = await self.kad.provider_store.find_providers(raw, self.config.max_providers + 1)
         peerstore = self._host.get_peerstore()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nat.addrs import is_circuit
+from protocols.addrs import is_circuit
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost, INetConn

@@ -2,12 +2,13 @@
 
 When a relayed connection to a peer appears, one side starts a DCUtR session: the side with the
 smaller peer id (both sides compute the same answer, so their attempts never compete; if a
-peer starts one anyway, :class:`~nat.fixes.PunchingDCUtR` settles it).  Both sides then dial
-each other's public addresses from their listen port at the same moment (TCP simultaneous open
-through cone NATs).  When a direct connection to the peer is up, on either side, the relayed
-connections to it are closed after ``NatConfig.relay_close_grace`` seconds, and the node moves
-the peer's session to the direct connection (reliable links resume where they stopped).  When
-the punch fails (symmetric NATs), everything stays on the relay.
+peer starts one anyway, :class:`~protocols.libp2p_fixes.nat.PunchingDCUtR` settles it).
+Both sides then dial each other's public addresses from their listen port at the same moment
+(TCP simultaneous open through cone NATs).  When a direct connection to the peer is up, on
+either side, the relayed connections to it are closed after ``NatConfig.relay_close_grace``
+seconds, and the node moves the peer's session to the direct connection (reliable links
+resume where they stopped).  When the punch fails (symmetric NATs), everything stays on the
+relay.
 
 Figures: attempts, successes, failures, and the seconds from a relayed connection's appearance
 to the direct one's (``NatMetrics.direct_times``).
@@ -25,8 +26,8 @@ from libp2p.peer.id import ID
 
 from nat.config import NatConfig
 from nat.conns import connected_peers, has_direct, is_relayed
-from nat.fixes import PunchingDCUtR
 from nat.metrics import NatMetrics
+from protocols.libp2p_fixes.nat import PunchingDCUtR
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost

@@ -24,11 +24,11 @@ from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
-from nat.addrs import host_ip, is_circuit, tcp_port, without_peer
 from nat.config import NatConfig
 from nat.conns import connected_peers, has_direct
-from nat.fixes import DialBackAutoNAT
 from nat.metrics import NatMetrics
+from protocols.addrs import host_ip, is_circuit, tcp_port, without_peer
+from protocols.libp2p_fixes.nat import DialBackAutoNAT
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost

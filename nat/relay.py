@@ -35,12 +35,12 @@ from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_ms
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
-from nat.addrs import circuit_addr, is_circuit, without_peer
 from nat.config import NatConfig
 from nat.conns import connected_peers
-from nat.fixes import StopSideCircuit
 from nat.metrics import NatMetrics
+from protocols.addrs import circuit_addr, is_circuit, without_peer
 from protocols.errors import Unavailable
+from protocols.libp2p_fixes.nat import StopSideCircuit
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost, INetConn

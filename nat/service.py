@@ -21,14 +21,14 @@ import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from multiaddr import Multiaddr
 
-from nat.addrs import is_circuit, is_public, without_peer
 from nat.config import NatConfig
-from nat.fixes import advertise_addrs
 from nat.holepunch import HolePuncher
 from nat.metrics import NatMetrics
 from nat.reachability import PUBLIC, UNKNOWN, Reachability
 from nat.relay import RelayClient
 from nat.upnp import UpnpMapper
+from protocols.addrs import is_circuit, is_public, without_peer
+from protocols.libp2p_fixes.nat import advertise_addrs
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost

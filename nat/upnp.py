@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 from multiaddr import Multiaddr
 
-from nat.addrs import host_ip, is_circuit, is_public, tcp_port
 from nat.metrics import NatMetrics
+from protocols.addrs import host_ip, is_circuit, is_public, tcp_port
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost

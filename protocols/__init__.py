@@ -5,6 +5,9 @@
 * :mod:`protocols.ids` holds the protocol ids, the protocol version and size limits.
 * :mod:`protocols.generate` regenerates the ``*_pb2`` modules
   (``python -m protocols.generate [--check]``).
+* :mod:`protocols.addrs` classifies multiaddrs (public, private network, relayed).
+* :mod:`protocols.libp2p_fixes` holds every workaround for a py-libp2p defect, one module per
+  py-libp2p area; its docstring is the index.  Importing :mod:`protocols` loads no py-libp2p.
 
 See ``docs/wire-protocol.md`` for the protocol description. This package imports
 nothing from the rest of the project.

@@ -2,12 +2,13 @@
 
 Built like DNDM's own hosts (:mod:`dndm_p2p.host.build`): one security protocol and one muxer, no
 metrics, mDNS, UPnP or bootstrap, the auto-connector stopped once the host runs, and the same
-py-libp2p workarounds (:mod:`dndm_p2p.host.fixes`).  What differs for simulation:
+py-libp2p workarounds (:mod:`protocols.libp2p_fixes.host`).  What differs for simulation:
 
 * the transport is the node's :class:`~simnet.net.SimTransport`;
 * security is Noise or plaintext and the muxer yamux or mplex (:class:`SimHostOptions`):
   plaintext and mplex cost far less CPU per connection and per idle second, which is what
-  limits the size of an emulation (simnet-notes §2.2);
+  limits the size of an emulation (simnet-notes §2.2); mplex is the full-duplex
+  :class:`~protocols.libp2p_fixes.mplex.DuplexMplex`, as DNDM's links need;
 * connection limits come from the node's class (:func:`connection_config`, and the resource
   manager sized to match), since py-libp2p's defaults turn a small mesh into a full mesh.
 """
@@ -30,17 +31,18 @@ from libp2p.network.swarm import Swarm
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from dndm_p2p.host.fixes import (
+from protocols.errors import ConfigError
+from protocols.libp2p_fixes.host import (
     close_host,
     keep_new_connections_on_close_peer,
     release_inbound_slots,
     size_resource_manager,
 )
-from protocols.errors import ConfigError
+from protocols.libp2p_fixes.mplex import DuplexMplex
 from simnet.net import NodeClass, SimNetwork, SimNode
 
 __all__ = [
@@ -113,7 +115,7 @@ def build_sim_host(
     if options.muxer == "yamux":
         muxer = {TProtocol(YAMUX_PROTOCOL_ID): Yamux}
     else:
-        muxer = {TProtocol(MPLEX_PROTOCOL_ID): Mplex}
+        muxer = {TProtocol(MPLEX_PROTOCOL_ID): DuplexMplex}
     host = new_host(
         key_pair=key_pair,
         sec_opt=security,

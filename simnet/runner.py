@@ -50,7 +50,6 @@ from simnet.isolation import SimulatedCrash, describe, failure_of, raise_crash, 
 from simnet.latency import LatencyModel
 from simnet.manifest import Mark, check_out_dir, default_run_dir, run_manifest, write_manifest
 from simnet.metrics import EventLog
-from simnet.mplex_fix import mplex_duplex_fix
 from simnet.net import Nat, NodeClass, SimNetwork
 from simnet.progress import Progress, ProgressFn
 from simnet.scenario import EventSpec, Scenario
@@ -527,7 +526,7 @@ def run_scenario(
         for quiet in loggers:
             quiet.setLevel(logging.CRITICAL)
         try:
-            with libp2p_virtual_time(epoch=EPOCH), mplex_duplex_fix():
+            with libp2p_virtual_time(epoch=EPOCH):
                 trio.run(runner.main, clock=mock_clock())
         finally:
             for quiet, level in zip(loggers, levels, strict=True):

@@ -1,16 +1,17 @@
-"""Shared fixtures: an open router, and checks that no test leaks a task."""
+"""Shared fixtures: an open router, and checks that no test leaks a task or a py-libp2p patch."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import trio
 import trio.testing
 
 from dndm_p2p import Router
+from tests.support.libp2p_patches import changes, snapshot
 
 
 def live_tasks() -> set[trio.lowlevel.Task]:
@@ -59,6 +60,15 @@ def _fail_on_leaked_tasks(
         assert not leaked, f"tasks leaked by the test: {sorted(t.name for t in leaked)}"
 
     return checked
+
+
+@pytest.fixture(autouse=True)
+def _no_libp2p_patch_outlives_its_test() -> Iterator[None]:
+    """Fail a test after which a py-libp2p class or module the fixes touch has changed."""
+    before = snapshot()
+    yield
+    changed = changes(before, snapshot())
+    assert not changed, f"py-libp2p classes or modules changed by the test: {changed}"
 
 
 @pytest.fixture

@@ -27,29 +27,28 @@ addresses, a batch of adverts and a sequence number.
 * **Relaying.** GossipSub nodes relay only the topics they are subscribed to.  A bootstrap
   server (``relay_all=True``) therefore joins every ``/dndm/adverts/`` topic a connected peer
   subscribes to (as soon as the subscription arrives), so that peers that know only it still
-  hear each other.
+  hear each other, and forwards what it relays to every subscriber, not only its mesh of 6 to
+  12 peers per topic (``flood_relay``), since the nodes behind it may know no other peer.  Our
+  own messages always go to every subscriber (flood publishing, as go-libp2p does).
 
 py-libp2p settings (see the GossipSub section of the py-libp2p notes): protocols
 ``/meshsub/1.2.0``, ``1.1.0``, ``1.0.0``; heartbeat from the config (py-libp2p's default is
 120 s); spam protection off (its 10 messages/s per peer and topic silently drops what a relay
 forwards); adaptive gossip off (py-libp2p's "network health" adaptation would raise the heartbeat
-to 30-60 s after the first 30 s in a small mesh, see :func:`gossipsub_options`); IP-diversity
+to 30-60 s after the first 30 s in a small mesh, see :mod:`protocols.libp2p_fixes`); IP-diversity
 grafting off (not in go-libp2p; meaningless on one host).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import trio
-from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream, INotifee, ISubscriptionAPI
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.stream.exceptions import StreamError
@@ -70,6 +69,11 @@ from dndm_p2p.discovery.announcements import (
     encode_announcements,
 )
 from dndm_p2p.errors import ConfigError, ProtocolError
+from protocols.libp2p_fixes.pubsub import (
+    FixedPubsub,
+    FloodPublishGossipSub,
+    steady_heartbeat_options,
+)
 from protocols.v1 import advert_pb2
 
 if TYPE_CHECKING:
@@ -223,11 +227,8 @@ def namespace_of(topic: str) -> str | None:
 def gossipsub_options(heartbeat: float) -> dict[str, Any]:
     """The GossipSub settings DNDM uses (see the module doc), as keyword arguments.
 
-    ``adaptive_gossip_enabled`` is off because of a py-libp2p 0.8.1 bug: every 30 s GossipSub
-    computes a "network health" score, and a score under 0.7 (a topic's mesh smaller than the
-    degree of 6, which any mesh of fewer than 7 peers is) sets the heartbeat to at least 30 or
-    60 s (``GossipSub._adapt_heartbeat_parameters``), a heartbeat slower than the 120 s default
-    would be, halved.  ``tests/discovery/test_gossip.py`` shows it.
+    They include :func:`protocols.libp2p_fixes.pubsub.steady_heartbeat_options`, so the
+    heartbeat stays ``heartbeat``.
     """
     return {
         "protocols": list(GOSSIP_PROTOCOLS),
@@ -236,8 +237,8 @@ def gossipsub_options(heartbeat: float) -> dict[str, Any]:
         "degree_high": 12,
         "heartbeat_interval": heartbeat,  # annotated int in py-libp2p; a float works
         "spam_protection_enabled": False,
-        "adaptive_gossip_enabled": False,
         "eclipse_protection_enabled": False,
+        **steady_heartbeat_options(),
     }
 
 
@@ -382,7 +383,7 @@ class GossipAdverts:
         """Start the services and tasks; the one place py-libp2p's objects are made and undone."""
         network = self.host.get_network()
         notifees_before = list(getattr(network, "notifees", []))
-        router = _DndmGossipSub(**gossipsub_options(self.config.heartbeat))
+        router = FloodPublishGossipSub(**gossipsub_options(self.config.heartbeat))
         router.flood_relay = self.config.relay_all
         pubsub = _DndmPubsub(
             self.host,
@@ -594,65 +595,14 @@ class GossipAdverts:
         self.stats.bad_streams += 1
 
 
-class _DndmGossipSub(GossipSub):
-    """py-libp2p's GossipSub, publishing our own messages to every subscribed peer.
-
-    py-libp2p gap: a message we publish goes only to our mesh peers for the topic.  Until the
-    mesh is formed (a GRAFT after a subscription, or the next heartbeat) it goes nowhere, and
-    it is not retried: an advert announced right after joining or connecting is silently lost.
-    go-libp2p's default "flood publishing" sends one's own messages to every peer subscribed
-    to the topic; so does this.  Relayed messages follow the mesh, except on a relay (a
-    bootstrap server, :attr:`flood_relay`): there every subscriber gets them, since the
-    nodes behind a relay may know no other peer (its mesh of 6 to 12 peers per topic would
-    leave the rest to wait for a refresh).  Advert topics carry a few messages a second, so
-    the extra sends are cheap where they happen.
-    """
-
-    #: Forward relayed messages to every subscribed peer, not only the mesh.
-    flood_relay = False
-
-    def _get_peers_to_send(
-        self,
-        topic_ids: Iterable[str],
-        msg_forwarder: ID,
-        origin: ID,
-        msg_id: bytes | None = None,
-    ) -> Iterable[ID]:
-        topics = list(topic_ids)
-        peers = set(super()._get_peers_to_send(topics, msg_forwarder, origin, msg_id))
-        pubsub = self.pubsub
-        if pubsub is not None and (self.flood_relay or origin == msg_forwarder == pubsub.my_id):
-            for topic in topics:
-                peers.update(
-                    peer for peer in pubsub.peer_topics.get(topic, ()) if peer in self.peer_protocol
-                )
-            peers.discard(origin)
-            peers.discard(msg_forwarder)
-        return peers
-
-
-class _DndmPubsub(Pubsub):
-    """py-libp2p's Pubsub (StrictSign), counting bad signatures and able to reset its streams.
+class _DndmPubsub(FixedPubsub):
+    """The fixed Pubsub (StrictSign), counting bad signatures and malformed RPCs, reporting
+    peers' subscriptions, and able to reset its streams.
 
     * py-libp2p drops a message with a missing or bad signature without telling anyone; this
       checks the signature first, to count it.
     * Its streams are left open when its service stops, so peers would keep sending to a
       stopped pubsub; :meth:`reset_streams` resets them.
-    * py-libp2p bug: message sequence numbers start from the clock in *seconds*
-      (``counter = int(time.time())``) and count up by one per message, and peers tell
-      messages apart by sender and sequence number.  A node that restarts with the same
-      identity within a few seconds of publishing several messages therefore reuses sequence
-      numbers, and its peers drop its new messages as already seen (for ``seen_ttl``, 120 s).
-      go-libp2p starts from the clock in nanoseconds; so does this.
-    * py-libp2p bug: a pubsub stream has several writers (the peer's send queue, the replay of
-      recent messages to a new subscriber, the flush of messages held back during identify),
-      and a yamux write is sent in chunks (at most 64 KiB each, less when the window is short)
-      with other writes free to come in between.  A large RPC can thus be interleaved with
-      another, and the peer reads garbage.  :meth:`write_msg` takes one lock per stream.
-    * py-libp2p bug: a pubsub RPC that is not valid protobuf raises ``DecodeError`` out of the
-      stream handler, which py-libp2p does not catch: the host's swarm service fails, and
-      with it the whole host.  One malformed frame from any peer is enough.
-      :meth:`stream_handler` resets that peer's stream instead.
     """
 
     def __init__(
@@ -664,15 +614,12 @@ class _DndmPubsub(Pubsub):
         on_bad_stream: Callable[[], None],
         on_subscription: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(host, router, strict_signing=True)
-        self._on_subscription = on_subscription
-        self.counter = time.time_ns()
-        self._on_bad_signature = on_bad_signature
-        self._on_bad_stream = on_bad_stream
-        self._inbound: set[INetStream] = set()
-        self._write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock] = (
-            weakref.WeakKeyDictionary()
+        super().__init__(
+            host, router, strict_signing=True, on_malformed_rpc=lambda _peer: on_bad_stream()
         )
+        self._on_subscription = on_subscription
+        self._on_bad_signature = on_bad_signature
+        self._inbound: set[INetStream] = set()
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         """Count and drop a message from a peer whose signature fails; else as py-libp2p."""
@@ -688,24 +635,12 @@ class _DndmPubsub(Pubsub):
         if self._on_subscription is not None:
             self._on_subscription(sub_message.topicid)
 
-    async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
-        """Write one RPC to ``stream``, never interleaved with another write to it."""
-        lock = self._write_locks.setdefault(stream, trio.Lock())
-        async with lock:
-            return await super().write_msg(stream, rpc_msg)
-
     async def stream_handler(self, stream: INetStream) -> None:
-        """Serve an inbound pubsub stream; reset it if the peer sends a malformed RPC."""
+        """Serve an inbound pubsub stream as the fixed Pubsub does, keeping it for
+        :meth:`reset_streams` while it is served."""
         self._inbound.add(stream)
         try:
             await super().stream_handler(stream)
-        except DecodeError as exc:
-            peer_id = stream.muxed_conn.peer_id
-            self._on_bad_stream()
-            logger.warning("malformed pubsub RPC from %s (%s): stream reset", peer_id, exc)
-            with contextlib.suppress(StreamError, BaseLibp2pError, OSError):
-                await stream.reset()
-            self._handle_dead_peer(peer_id)
         finally:
             self._inbound.discard(stream)
 

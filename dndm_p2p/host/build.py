@@ -12,7 +12,7 @@
 
 ``running_host`` closes the host completely on exit, listeners included, and leaves no task
 behind; an exception raised in its body comes out as itself, not wrapped in exception groups
-(see :mod:`dndm_p2p.host.fixes`).
+(see :mod:`protocols.libp2p_fixes.host`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from multiaddr import Multiaddr
 from multiaddr.exceptions import Error as MultiaddrError
 
 from dndm_p2p.errors import ConfigError, Unavailable
-from dndm_p2p.host.fixes import (
+from protocols.libp2p_fixes.host import (
     check_listen_addrs_free,
     clear_dial_backoff,
     close_host,

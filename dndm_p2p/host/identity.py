@@ -4,7 +4,7 @@ The key file holds the libp2p ``PrivateKey`` protobuf (``Type = Ed25519``, ``Dat
 public key``, 64 bytes of data, 68 bytes in all): the format go-libp2p, rust-libp2p and
 js-libp2p store and read (a Kubo ``PrivKey`` is the same bytes, base64-encoded).  Files holding
 only the 32-byte seed, as py-libp2p's own ``save_identity``/``FileSystemKeyStore`` write them,
-are read as well (see :mod:`dndm_p2p.host.fixes`).
+are read as well (see :mod:`protocols.libp2p_fixes.keys`).
 
 A key file must be a regular file readable and writable by its owner only (mode ``0600``);
 :func:`load_identity` refuses anything else.  :func:`save_identity` writes a new file atomically
@@ -25,8 +25,8 @@ from libp2p.crypto.pb import crypto_pb2
 from libp2p.peer.id import ID
 
 from dndm_p2p.errors import ConfigError
-from dndm_p2p.host.fixes import decode_ed25519_private_key, encode_ed25519_private_key
 from dndm_p2p.privatefiles import write_private_file
+from protocols.libp2p_fixes.keys import decode_ed25519_private_key, encode_ed25519_private_key
 
 __all__ = [
     "decode_identity",

@@ -1,4 +1,5 @@
-"""py-libp2p Kademlia lookups at scale, stock against :mod:`dht.kad_fixes` (simnet-notes §2.2, 2.6).
+"""py-libp2p Kademlia lookups at scale, stock against :mod:`protocols.libp2p_fixes.kad`
+(simnet-notes §2.2, 2.6).
 
 N real py-libp2p hosts (KadDHT servers, plaintext + mplex by default) on a
 :class:`~simnet.net.SimNetwork` under virtual time.  One-way latency is 12.5-37.5 ms per pair.
@@ -57,7 +58,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
-from dht.kad_fixes import install_kad_fixes
+from protocols.libp2p_fixes.kad import apply_kad_fixes
 from simnet.clock import key_pair_from, libp2p_virtual_time, mock_clock, seeded_random
 from simnet.hosts import SimHostOptions, running_sim_host
 from simnet.net import SimNetwork, SimNode
@@ -146,6 +147,8 @@ async def run(exp: Experiment) -> dict[str, Any]:
             )
             _count_kad_streams(host)
             dht = KadDHT(host, DHTMode.SERVER)
+            if exp.fixed:
+                apply_kad_fixes(dht)
             await stack.enter_async_context(background_trio_service(dht))
             hosts.append(host)
             dhts.append(dht)
@@ -261,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("n", type=int, help="number of nodes")
     parser.add_argument("seed", type=int)
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--fixed", action="store_true", help="install dht.kad_fixes")
+    mode.add_argument(
+        "--fixed", action="store_true", help="apply protocols.libp2p_fixes.kad to every DHT"
+    )
     mode.add_argument("--stock", action="store_true", help="py-libp2p's own lookups")
     parser.add_argument("--keys", type=int, default=10)
     parser.add_argument("--finds", type=int, default=100)
@@ -281,8 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         security=args.security,
         muxer=args.muxer,
     )
-    if exp.fixed:
-        install_kad_fixes()
     with libp2p_virtual_time(epoch=1_700_000_000.0):
         trio.run(run, exp, clock=mock_clock())
     return 0

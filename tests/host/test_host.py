@@ -42,7 +42,6 @@ from dndm_p2p.host.build import (
     listen_addrs,
     running_host,
 )
-from dndm_p2p.host.fixes import close_host
 from dndm_p2p.host.identity import (
     decode_identity,
     encode_identity,
@@ -52,6 +51,7 @@ from dndm_p2p.host.identity import (
     peer_id_of,
     save_identity,
 )
+from protocols.libp2p_fixes.host import close_host
 
 ECHO = TProtocol("/dndm-test/echo/1.0.0")
 POSIX = os.name == "posix"

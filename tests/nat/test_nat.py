@@ -2,7 +2,7 @@
 the session's move to the direct connection, reservations moving between relays, settings.
 
 Real NATs are in ``tests/nat/test_nat_lab.py``; py-libp2p's defects in
-``tests/nat/test_nat_fixes.py``.
+``tests/fixes/test_nat.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dndm_p2p import Node, NodeConfig
 from dndm_p2p.errors import ConfigError
 from dndm_p2p.host.identity import generate_identity, peer_id_of
 from nat import NatConfig
-from nat.addrs import circuit_peer, is_circuit, is_public, same_private_network, without_peer
+from protocols.addrs import circuit_peer, is_circuit, is_public, same_private_network, without_peer
 from tests.proto.messages_pb2 import Sample
 
 RELAY = NatConfig(relay_service=True, relay_client="never", autonat_confirmations=1)

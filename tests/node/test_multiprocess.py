@@ -622,8 +622,8 @@ async def test_a_closing_reliable_subscriber_unlinks_from_the_remote_publisher_a
     strict=False,
     reason="known issue: after host.disconnect() and an immediate reconnection, py-libp2p's "
     "swarm can leave the new connection out of its table (Swarm.close_peer pops the peer's "
-    "entry); libp2p_fixes.keep_new_connections_on_close_peer covers the case shown in "
-    "tests/host/test_libp2p_fixes.py, not yet this one",
+    "entry); protocols.libp2p_fixes.host.keep_new_connections_on_close_peer covers the case "
+    "shown in tests/fixes/test_host.py, not yet this one",
 )
 async def test_a_second_forced_disconnect_after_a_reconnection_drops_the_connection_again() -> None:
     config = {"reconnect_initial": 0.05, "ping_interval": 0.2, "ping_timeout": 2.0}

@@ -1,7 +1,8 @@
-"""The py-libp2p defects ``nat/fixes.py`` works around: each test shows the stock behaviour and
-ours side by side.  When a py-libp2p upgrade fixes one, its "stock" assertion fails: drop the
-workaround and the assertion together.  (DCUtR's waits on unroutable addresses, and the
-simultaneous-open collisions, need real NATs: ``tests/nat/test_nat_lab.py`` covers them.)
+"""The py-libp2p defects ``protocols/libp2p_fixes/nat.py`` works around: each test shows the
+stock behaviour and ours side by side.  When a py-libp2p upgrade fixes one, its "stock"
+assertion fails: drop the workaround and the assertion together.  (DCUtR's waits on unroutable
+addresses, and the simultaneous-open collisions, need real NATs: ``tests/nat/test_nat_lab.py``
+covers them.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from multiaddr import Multiaddr
 
 from dndm_p2p.host.build import connect, listen_addrs, running_host
 from dndm_p2p.host.identity import generate_identity, peer_id_of
-from nat.fixes import DialBackAutoNAT, PunchingDCUtR, advertise_addrs
+from protocols.libp2p_fixes.nat import DialBackAutoNAT, PunchingDCUtR, advertise_addrs
 
 
 def _closed_port() -> int:

@@ -1,30 +1,8 @@
-"""Workarounds for bugs in py-libp2p 0.8.1's kad-dht, installed once by :func:`install_kad_fixes`.
+"""Fixes for py-libp2p's kad-dht, applied to one ``KadDHT`` (and its routing and provider store).
 
-``tests/dht/test_kad_fixes.py`` shows each bug in the stock code, then the fix.  When a py-libp2p
-upgrade fixes a bug, its "bug" test fails: delete the test and the workaround together.
-
-1. **Lookups stop short of the key** (``PeerRouting.find_closest_peers_network``).  The stock
-   lookup queries ALPHA=10 peers per lock-step round and ends as soon as one round leaves the
-   list of the 20 closest candidates unchanged, although up to 10 of those 20 were never
-   queried.  Kademlia ends a lookup only when the k closest peers it knows have all answered.
-   With small routing tables (about 44 peers at 1,000 nodes) the stock lookup ends about two
-   rounds early, far from the key: providers and finders land in different neighbourhoods and
-   ``find_providers`` fails (13 % success in a 1,000-node emulation).  It also returns peers
-   that never answered, so records are then sent to dead or unreachable peers.
-2. **``ProviderStore.find_providers``**: it drops the addresses of the ``closerPeers`` in
-   GET_PROVIDERS answers (so those peers cannot be dialled and the walk dies out), counts the
-   same provider once per holder towards ``count``, answers from the local store alone when it
-   holds any provider for the key, and copies every provider it finds into the local store
-   (so this node then serves them as if it were one of the key's holders).
-3. **``ProviderStore.provide``** returns True when a single ADD_PROVIDER of 20 was sent, and
-   never reads the echo py-libp2p servers send back: over mplex the unread echo blocks the
-   connection's reader for 5 s, stalling every other stream on it (the 5 s tail of lookups).
-4. **Servers do not learn first-time requesters** (``KadDHT._do_handle_stream``): a server
-   adds the peer that opened a DHT stream to its routing table *before* reading the request,
-   whose signed peer record carries the peer's addresses; a peer it has no address for yet is
-   dropped.  So a node that joins by looking itself up is not added by the peers it asks, and
-   is not found by others until it asks them again.  The fix adds the requester once its
-   request has been read.
+:func:`apply_kad_fixes` binds the fixed methods on the instances it is given, as instance
+attributes; py-libp2p's classes are never changed, so every other ``KadDHT`` of the process
+keeps the stock behaviour.  The defects are listed in the index, :mod:`protocols.libp2p_fixes`.
 
 The replacements share one iterative lookup (:func:`iterative_lookup`): up to ALPHA queries in
 flight (a sliding window, not lock-step rounds), bounded by :data:`LOOKUP_TIMEOUT` in total and
@@ -40,7 +18,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
-from types import MappingProxyType
+from types import MappingProxyType, MethodType
 from typing import Any, Final
 
 import trio
@@ -70,10 +48,10 @@ __all__ = [
     "LOOKUP_TIMEOUT",
     "STOCK_METHODS",
     "LookupQuery",
+    "apply_kad_fixes",
     "find_node",
-    "install_kad_fixes",
     "iterative_lookup",
-    "kad_fixes_installed",
+    "kad_fixes_applied",
     "seed_peers",
 ]
 
@@ -91,7 +69,7 @@ _RESET_GRACE: Final = 1.0
 LookupQuery = Callable[[ID], Awaitable[Sequence[ID]]]
 """Ask one peer for the peers it knows closest to the key; raise if it does not answer."""
 
-_PATCHES: Final = (
+_OVERRIDDEN: Final = (
     (PeerRouting, "find_closest_peers_network"),
     (ProviderStore, "find_providers"),
     (ProviderStore, "provide"),
@@ -99,9 +77,9 @@ _PATCHES: Final = (
 )
 
 STOCK_METHODS: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
-    {f"{cls.__name__}.{name}": cls.__dict__[name] for cls, name in _PATCHES}
+    {f"{cls.__name__}.{name}": cls.__dict__[name] for cls, name in _OVERRIDDEN}
 )
-"""The stock py-libp2p methods that :func:`install_kad_fixes` replaces, by ``Class.method``."""
+"""The stock py-libp2p methods that :func:`apply_kad_fixes` overrides, by ``Class.method``."""
 
 
 class _State(Enum):
@@ -278,7 +256,8 @@ async def find_node(routing: PeerRouting, peer: ID, target_key: bytes) -> list[I
 async def _find_closest_peers_network(
     self: PeerRouting, target_key: bytes, count: int = BUCKET_SIZE
 ) -> list[ID]:
-    """Fixed ``PeerRouting.find_closest_peers_network``: see bug 1 in the module docstring."""
+    """The ``count`` peers closest to ``target_key`` that answered an iterative FIND_NODE
+    lookup (:func:`iterative_lookup`), closest first."""
 
     async def query(peer: ID) -> list[ID]:
         return await find_node(self, peer, target_key)
@@ -290,11 +269,10 @@ async def _find_closest_peers_network(
 
 
 async def _find_providers(self: ProviderStore, key: bytes, count: int = 20) -> list[PeerInfo]:
-    """Fixed ``ProviderStore.find_providers``: see bug 2 in the module docstring.
-
-    Local records first, then one iterative GET_PROVIDERS lookup that stops once ``count``
-    distinct providers are known.
-    """
+    """Up to ``count`` distinct providers of ``key``: the local records first, then those of
+    one iterative GET_PROVIDERS lookup, which stops once ``count`` are known.  The addresses
+    of providers and closer peers go to the peerstore; nothing is added to the local
+    provider records."""
     found: dict[ID, PeerInfo] = {}
     for info in self.get_providers(key):
         found.setdefault(info.peer_id, info)
@@ -327,12 +305,8 @@ def _quorum(targets: int) -> int:
 
 
 async def _add_provider(store: ProviderStore, routing: PeerRouting, peer: ID, key: bytes) -> None:
-    """Send one ADD_PROVIDER naming this node, then read the peer's echo (or end of stream).
-
-    py-libp2p servers echo the request; Kubo does not (and ends the stream).  The stock sender
-    never reads, so the echo sits unread: over mplex that blocks the whole connection's reader
-    for 5 s (then resets the stream), stalling every other stream on that connection.
-    """
+    """Send one ADD_PROVIDER naming this node, then read the peer's echo (py-libp2p servers
+    send one) or the end of the stream (Kubo), so that no unread data is left on the stream."""
     host = routing.host
     request = Message(type=Message.MessageType.ADD_PROVIDER, key=key)
     record = env_to_send_in_RPC(host)[0]
@@ -358,11 +332,9 @@ async def _add_provider(store: ProviderStore, routing: PeerRouting, peer: ID, ke
 
 
 async def _provide(self: ProviderStore, key: bytes) -> bool:
-    """Fixed ``ProviderStore.provide``: see bug 3 in the module docstring.
-
-    Stores the record locally, then sends ADD_PROVIDER to the closest peers that answered the
-    lookup, ALPHA at a time.  True when a majority of them took it (ADD_PROVIDER has no answer,
-    so "took" means the request was written to an open stream).
+    """Provide ``key``: store the record locally, then send ADD_PROVIDER to the closest peers
+    that answered the lookup, ALPHA at a time.  True when a majority of them took it (ADD_PROVIDER
+    has no answer, so "took" means the request was written to an open stream).
     """
     routing = self.peer_routing
     if not isinstance(routing, PeerRouting):
@@ -394,7 +366,8 @@ async def _provide(self: ProviderStore, key: bytes) -> bool:
 
 
 async def _do_handle_stream(self: KadDHT, stream: INetStream) -> None:
-    """Fixed ``KadDHT._do_handle_stream``: see bug 4 in the module docstring."""
+    """Serve one inbound DHT stream as py-libp2p does, then add the requester to the routing
+    table if it is not there (its request's signed record has given its addresses)."""
     await STOCK_METHODS["KadDHT._do_handle_stream"](self, stream)
     requester = stream.muxed_conn.peer_id
     if not self.routing_table.peer_in_table(requester):
@@ -411,15 +384,28 @@ _FIXES: Final[Mapping[str, Callable[..., Any]]] = MappingProxyType(
 )
 
 
-def install_kad_fixes() -> None:
-    """Replace the faulty py-libp2p kad-dht methods with the fixed ones (idempotent).
+def _fixed_objects(kad: KadDHT) -> dict[str, object]:
+    """The objects of ``kad`` whose methods the fixes override, by py-libp2p class name."""
+    return {"PeerRouting": kad.peer_routing, "ProviderStore": kad.provider_store, "KadDHT": kad}
 
-    Affects every ``KadDHT`` in the process, including ones created earlier.
+
+def apply_kad_fixes(kad: KadDHT) -> KadDHT:
+    """Bind the fixed methods on ``kad``, ``kad.peer_routing`` and ``kad.provider_store``.
+
+    Call it before ``kad`` runs.  Idempotent; affects these three objects only.  Returns ``kad``.
     """
-    for cls, name in _PATCHES:
-        setattr(cls, name, _FIXES[f"{cls.__name__}.{name}"])
+    objects = _fixed_objects(kad)
+    for cls, name in _OVERRIDDEN:
+        target = objects[cls.__name__]
+        setattr(target, name, MethodType(_FIXES[f"{cls.__name__}.{name}"], target))
+    return kad
 
 
-def kad_fixes_installed() -> bool:
-    """Whether :func:`install_kad_fixes` has replaced every faulty method."""
-    return all(cls.__dict__[name] is _FIXES[f"{cls.__name__}.{name}"] for cls, name in _PATCHES)
+def kad_fixes_applied(kad: KadDHT) -> bool:
+    """Whether :func:`apply_kad_fixes` has bound every fixed method on ``kad``'s objects."""
+    objects = _fixed_objects(kad)
+    return all(
+        getattr(vars(objects[cls.__name__]).get(name), "__func__", None)
+        is _FIXES[f"{cls.__name__}.{name}"]
+        for cls, name in _OVERRIDDEN
+    )

@@ -1,4 +1,5 @@
-"""dht.kad_fixes: py-libp2p 0.8.1's kad-dht lookup bugs, shown on the stock code, then fixed.
+"""protocols.libp2p_fixes.kad: py-libp2p 0.8.1's kad-dht lookup bugs, shown on the stock code,
+then fixed.
 
 When a "stock" test fails after a py-libp2p upgrade, that bug is gone: delete the test and the
 workaround together.
@@ -23,11 +24,13 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
-from dht.kad_fixes import (
+from dndm_p2p.host.build import build_host
+from dndm_p2p.host.identity import generate_identity
+from protocols.libp2p_fixes.kad import (
     STOCK_METHODS,
-    install_kad_fixes,
+    apply_kad_fixes,
     iterative_lookup,
-    kad_fixes_installed,
+    kad_fixes_applied,
     seed_peers,
 )
 from simnet.clock import key_pair_from, seeded_random
@@ -155,30 +158,42 @@ async def test_fixed_lookup_drops_peers_that_fail_and_respects_alpha(
     assert most_in_flight == 3
 
 
-def test_install_is_idempotent_and_replaces_the_faulty_methods() -> None:
-    install_kad_fixes()
+def test_apply_is_idempotent_and_overrides_the_faulty_methods_of_that_dht_only() -> None:
+    host = build_host(generate_identity())
+    kad = apply_kad_fixes(KadDHT(host, DHTMode.CLIENT))
     first = (
-        PeerRouting.find_closest_peers_network,
-        ProviderStore.find_providers,
-        ProviderStore.provide,
+        kad.peer_routing.find_closest_peers_network,
+        kad.provider_store.find_providers,
+        kad.provider_store.provide,
     )
-    install_kad_fixes()
-    assert kad_fixes_installed()
+    apply_kad_fixes(kad)
+    assert kad_fixes_applied(kad)
     assert (
-        PeerRouting.find_closest_peers_network,
-        ProviderStore.find_providers,
-        ProviderStore.provide,
+        kad.peer_routing.find_closest_peers_network,
+        kad.provider_store.find_providers,
+        kad.provider_store.provide,
     ) == first
+    fresh = KadDHT(host, DHTMode.CLIENT)
+    assert not kad_fixes_applied(fresh)
     classes = {cls.__name__: cls for cls in (PeerRouting, ProviderStore, KadDHT)}
+    objects = {"PeerRouting": kad.peer_routing, "ProviderStore": kad.provider_store, "KadDHT": kad}
+    fresh_objects = {
+        "PeerRouting": fresh.peer_routing,
+        "ProviderStore": fresh.provider_store,
+        "KadDHT": fresh,
+    }
     for name, stock in STOCK_METHODS.items():
         cls_name, method = name.split(".")
-        assert getattr(classes[cls_name], method) is not stock
+        assert vars(classes[cls_name])[method] is stock  # the class is untouched
+        assert getattr(objects[cls_name], method).__func__ is not stock
+        assert getattr(fresh_objects[cls_name], method).__func__ is stock
         assert stock.__module__.startswith("libp2p.kad_dht")
 
 
 @asynccontextmanager
 async def dht_mesh(size: int) -> AsyncIterator[tuple[list[IHost], list[KadDHT], list[SimNode]]]:
-    """``size`` KadDHT servers on real py-libp2p hosts over simnet (20 ms links), not joined."""
+    """``size`` fixed KadDHT servers on real py-libp2p hosts over simnet (20 ms links), not
+    joined."""
     net = SimNetwork(latency=0.02)
     nodes = [net.add_node() for _ in range(size)]
     keys = seeded_random(11, "keys")
@@ -187,7 +202,7 @@ async def dht_mesh(size: int) -> AsyncIterator[tuple[list[IHost], list[KadDHT], 
         dhts: list[KadDHT] = []
         for node in nodes:
             host = await stack.enter_async_context(running_sim_host(net, node, key_pair_from(keys)))
-            dht = KadDHT(host, DHTMode.SERVER)
+            dht = apply_kad_fixes(KadDHT(host, DHTMode.SERVER))
             await stack.enter_async_context(background_trio_service(dht))
             hosts.append(host)
             dhts.append(dht)
@@ -205,7 +220,6 @@ async def join(host: IHost, dht: KadDHT, via: IHost, via_node: SimNode) -> None:
 async def test_a_server_learns_a_first_time_requester_only_with_the_fix(
     autojump_clock: trio.testing.MockClock, fixed: bool
 ) -> None:
-    install_kad_fixes()
     async with dht_mesh(2) as (hosts, dhts, nodes):
         if not fixed:
             stock = STOCK_METHODS["KadDHT._do_handle_stream"]
@@ -223,7 +237,6 @@ async def test_a_server_learns_a_first_time_requester_only_with_the_fix(
 async def test_fixed_dht_mesh_provides_and_finds_from_every_node(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    install_kad_fixes()
     async with dht_mesh(16) as (hosts, dhts, nodes):
         with trio.fail_after(120):
             for i in range(1, len(hosts)):

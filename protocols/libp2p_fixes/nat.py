@@ -1,33 +1,9 @@
-"""Workarounds for py-libp2p 0.8.1's NAT traversal, in one place (``tests/nat/test_nat_fixes.py``).
+"""Fixes for py-libp2p's NAT traversal: AutoNAT v1, DCUtR, circuit relay v2, advertised addresses.
 
-Each class names the defect it works around; the tests show what py-libp2p does without it.
-The numbers refer to ``../shared/nat-notes.md`` (measured in a NAT lab of network namespaces).
-
-* :class:`DialBackAutoNAT` — the AutoNAT server "dials back" with ``host.connect``, which returns
-  at once because the request arrived over a connection to that very peer: every address is
-  reported reachable (a NATed node is told it is public).  Here the dial-back is a new
-  connection to the claimed address, authenticated by the Noise handshake, then closed; it is
-  never added to the swarm, so the requester's existing connection is untouched.
-* :class:`PunchingDCUtR` — DCUtR (a) first dials the peer's addresses "unilaterally", private
-  and unroutable ones included, and waits out a 10 s dial timeout on them; (b) also dials such
-  addresses during the hole punch; (c) lets sessions started by both peers at once run
-  together, and their dials then bind the same 4-tuple (``EADDRNOTAVAIL``); (d) drives its own
-  punch attempts to every relayed peer every 2 s; (e) closes the relayed connection only after
-  60 s.  Here: no unilateral step (a relayed peer is not publicly dialable, or we would not be
-  relayed), only public addresses (or ones in our own private network) are dialled, with a 3 s
-  bound; when both peers start a session, the one with the smaller peer id wins and the other
-  is refused; the caller drives attempts and moves off the relay (:mod:`nat.holepunch`).
-* :class:`StopSideCircuit` — on the destination side of a relayed connection, the connection's
-  address names the destination itself as the relay (``/p2p/<own id>/p2p-circuit/…``); here
-  it names the relay the connection came through.
-* :func:`advertise_addrs` — ``host.get_addrs()`` (what identify and DHT provider records
-  carry) mangles a relayed address ``<relay addr>/p2p/<relay>/p2p-circuit`` into
-  ``<relay addr>/p2p/<own id>``: the relay's address under our id.  Peers then dial the relay
-  as us, and DCUtR binds its hole-punch dials to the relay's IP.  Here ``get_addrs`` returns
-  each address whole, with ``/p2p/<own id>`` appended once.
-* ``CircuitV2Transport`` is not registered with the swarm, so ``host.connect`` cannot dial a
-  ``/p2p-circuit`` address: :mod:`nat.relay` dials it through the transport itself, and the
-  node's dial path hands such addresses to it.
+Each fix is a subclass constructed by the caller for one host (:class:`DialBackAutoNAT`,
+:class:`PunchingDCUtR`, :class:`StopSideCircuit`) or an instance attribute on one host
+(:func:`advertise_addrs`); py-libp2p's classes are never changed.  The defects are listed in the
+index, :mod:`protocols.libp2p_fixes`.
 """
 
 from __future__ import annotations
@@ -47,9 +23,10 @@ from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from multiaddr import Multiaddr
 
-from nat.addrs import is_public, same_private_network, without_peer
+from protocols.addrs import is_public, same_private_network, without_peer
 
 __all__ = [
+    "PUNCH_DIAL_TIMEOUT",
     "DialBackAutoNAT",
     "PunchingDCUtR",
     "StopSideCircuit",
@@ -92,7 +69,8 @@ async def dial_back(host: Any, peer_id: ID, addr: Multiaddr, seconds: float) -> 
 
 
 class DialBackAutoNAT(AutoNATService):
-    """An AutoNAT v1 service whose dial-back really dials (see the module doc)."""
+    """An AutoNAT v1 service whose dial-back is a new connection to the claimed address
+    (:func:`dial_back`), never the connection the request came on."""
 
     def __init__(self, host: Any, *, serve: bool, timeout: float) -> None:
         """Serve requests when ``serve``; each dial-back is bounded by ``timeout`` seconds."""
@@ -116,7 +94,10 @@ class DialBackAutoNAT(AutoNATService):
 
 
 class PunchingDCUtR(DCUtRProtocol):
-    """DCUtR without the defects listed in the module doc."""
+    """DCUtR that punches only when told (:meth:`punch`), never dials a relayed peer
+    "unilaterally", dials only :meth:`dialable` addresses within :data:`PUNCH_DIAL_TIMEOUT`,
+    refuses a peer's session while its own to that peer runs when it has the smaller peer id,
+    and leaves the relayed connection to the caller."""
 
     def __init__(self, host: Any) -> None:
         """DCUtR on ``host``; the caller decides when to punch (:meth:`punch`)."""
@@ -190,7 +171,8 @@ class PunchingDCUtR(DCUtRProtocol):
 
 
 class StopSideCircuit(CircuitV2Protocol):
-    """Circuit relay v2 whose relayed inbound connections name the right relay."""
+    """Circuit relay v2 whose relayed inbound connections have the address
+    ``/p2p/<relay>/p2p-circuit/p2p/<peer>``, naming the relay they came through."""
 
     async def handle_incoming_connection(self, stream: INetStream, remote_peer_id: bytes) -> None:
         """Accept a relayed connection, then give it ``/p2p/<relay>/p2p-circuit/p2p/<peer>``."""
