@@ -40,7 +40,7 @@ from dndm_p2p.host.fixes import (
     release_inbound_slots,
     size_resource_manager,
 )
-from protocols.errors import ConfigError
+from protocols.validation import check_choice, check_seconds
 from simnet.net import NodeClass, SimNetwork, SimNode
 
 __all__ = [
@@ -75,12 +75,10 @@ class SimHostOptions:
     close_timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.security not in SECURITIES:
-            raise ConfigError(f"security must be one of {SECURITIES}, not {self.security!r}")
-        if self.muxer not in MUXERS:
-            raise ConfigError(f"muxer must be one of {MUXERS}, not {self.muxer!r}")
-        if not self.negotiate_timeout >= 1 or not self.close_timeout > 0:
-            raise ConfigError("negotiate_timeout must be >= 1 s and close_timeout > 0 s")
+        check_choice(self, "security", SECURITIES)
+        check_choice(self, "muxer", MUXERS)
+        check_seconds(self, "negotiate_timeout", at_least=1)
+        check_seconds(self, "close_timeout", above=0)
 
 
 def connection_config(node_class: NodeClass, negotiate_timeout: float = 10.0) -> ConnectionConfig:

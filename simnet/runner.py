@@ -48,7 +48,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import StreamHandlerFn, TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 
-from dndm_p2p.config import NodeConfig
+from dndm_p2p.config import DhtConfig, GossipConfig, NodeConfig
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.host.identity import save_identity
 from dndm_p2p.node.node import Node
@@ -283,11 +283,13 @@ class _Runner:
             ping_interval=sc.node.ping_interval,
             ping_timeout=sc.node.ping_timeout,
             handshake_timeout=sc.node.handshake_timeout,
-            namespace_depth=sc.node.namespace_depth,
             bootstrap=bootstrap,
-            bootstrap_server=slot.boot,
-            dht=mode in ("dht", "both"),
-            gossip=mode in ("gossip", "both"),
+            dht=DhtConfig() if mode in ("dht", "both") else None,
+            gossip=(
+                GossipConfig(relay_all=slot.boot, namespace_depth=sc.node.namespace_depth)
+                if mode in ("gossip", "both")
+                else None
+            ),
             max_connections=max(2, slot.sim.node_class.max_connections),
         )
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from protocols.errors import ConfigError
+from protocols.validation import bound_problem
 
 __all__ = [
     "DISCOVERY_MODES",
@@ -130,7 +131,8 @@ class JoinSpec:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """DNDM node settings for every simulated node (``NodeConfig`` fields)."""
+    """DNDM node settings for every simulated node (``NodeConfig`` fields; ``namespace_depth``
+    is its ``GossipConfig``'s)."""
 
     ping_interval: float = 10.0
     ping_timeout: float = 30.0
@@ -395,9 +397,9 @@ def _integer(low: int, high: int | None = None) -> Callable[[Any, str], int]:
     def parse(value: Any, name: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Bad(name, f"must be an integer, not {_kind(value)}")
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" + (f" and <= {high}" if high is not None else "")
-            raise _Bad(name, f"must be an integer {bound}, not {value!r}")
+        problem = bound_problem(value, "an integer", integer=True, at_least=low, at_most=high)
+        if problem is not None:
+            raise _Bad(name, problem)
         return value
 
     return parse

@@ -170,7 +170,7 @@ class Interest(Generic[T]):
         queue = self.queue
         if not queue.items:
             self._raise_if_closed()
-            raise WouldBlock(f"no message queued for {self.link.route}")
+            raise WouldBlock(f"no message queued for {self.link.route}", route=str(self.link.route))
         return queue.take_one()
 
     async def receive_batch(self, max_n: int = 1024) -> list[T]:

@@ -273,7 +273,7 @@ class Node:
             await nursery.start(
                 partial(self.address_book.autosave, _ADDRESS_BOOK_SAVE, on_error=self.report_error)
             )
-        if config.dht or config.gossip or config.bootstrap or config.mdns:
+        if config.discovers:
             self.discovery = Discovery(self)
             await nursery.start(self.discovery.run)
 
