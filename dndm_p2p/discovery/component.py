@@ -10,8 +10,9 @@ peers, found three ways:
   :data:`LOOKUP_MAX_INTERVAL`) for as long as the handle lives, so a record that arrived late, or a
   lookup that missed, is found again.  Patterns are never looked up (their routes are unknown).
 * **GossipSub adverts** (:class:`dndm_p2p.discovery.gossip.GossipAdverts`): each handle
-  is announced on its namespace's topic (see :mod:`dndm_p2p.discovery.namespaces`), and the node listens to the
-  namespaces of its handles; pattern interests learn matching intents this way.
+  is announced on its namespace's topic (see :mod:`dndm_p2p.discovery.namespaces`), and the
+  node listens to the namespaces of its handles; pattern interests learn matching intents this
+  way.
 * **bootstrap nodes, mDNS and the address book**, which seed the DHT routing table and gossip mesh.
 
 A peer found twice is dialled once (the node keeps one session per peer; the session links each
