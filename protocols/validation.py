@@ -74,14 +74,13 @@ def bound_problem(
     wanted = f"must be {what}" + (" " + " and ".join(bounds) if bounds else "")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"{wanted}, not {value!r}"
-    if (integer and not isinstance(value, int)) or not math.isfinite(value):
-        return f"{wanted}, not {value!r}"
-    number = value
     ok = (
-        (above is None or number > above)
-        and (at_least is None or number >= at_least)
-        and (at_most is None or number <= at_most)
-        and (below is None or number < below)
+        (isinstance(value, int) or not integer)
+        and math.isfinite(value)
+        and (above is None or value > above)
+        and (at_least is None or value >= at_least)
+        and (at_most is None or value <= at_most)
+        and (below is None or value < below)
     )
     return None if ok else f"{wanted}, not {value!r}"
 
