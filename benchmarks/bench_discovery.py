@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from benchmarks.common import emit, summary
-from dndm_p2p.config import NodeConfig
+from dndm_p2p.config import DhtConfig, GossipConfig, NodeConfig
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.node.node import Node
 from protocols.v1 import ping_pb2
@@ -51,11 +51,17 @@ class _StreamCounter:
 
 @asynccontextmanager
 async def _mesh(
-    count: int, **config: Any
+    count: int, *, dht: bool, gossip: bool
 ) -> AsyncIterator[tuple[list[Node], list[_StreamCounter]]]:
+    """A bootstrap server (relaying every advert topic) and ``count - 1`` nodes that know it."""
+    config: dict[str, Any] = {
+        "dht": DhtConfig() if dht else None,
+        "gossip": GossipConfig() if gossip else None,
+    }
+    boot_gossip = GossipConfig(relay_all=True) if gossip else None
     async with AsyncExitStack() as stack:
         boot = await stack.enter_async_context(
-            Node(NodeConfig(name="boot", bootstrap_server=True, **config))
+            Node(NodeConfig(name="boot", dht=config["dht"], gossip=boot_gossip))
         )
         nodes = [boot]
         counters = [_StreamCounter(boot)]
@@ -98,8 +104,10 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def _run_mode(name: str, nodes: int, subscribers: int, **config: Any) -> dict[str, float]:
-    async with _mesh(nodes, **config) as (mesh, counters):
+async def _run_mode(
+    name: str, nodes: int, subscribers: int, *, dht: bool, gossip: bool
+) -> dict[str, float]:
+    async with _mesh(nodes, dht=dht, gossip=gossip) as (mesh, counters):
         pub = mesh[1]
         subs = mesh[2 : 2 + subscribers]
         before = [c.kad_rpcs for c in counters]

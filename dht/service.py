@@ -35,9 +35,10 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
+from dht.config import DhtConfig
 from dht.keys import NODE_RECORD_NAMESPACE, key_bytes, node_record_key
 from dht.records import DndmValidator, NodeAddresses, open_node_record, sign_node_record
-from protocols.errors import ConfigError, MalformedFrame
+from protocols.errors import MalformedFrame
 from protocols.libp2p_fixes.kad import apply_kad_fixes
 
 if TYPE_CHECKING:
@@ -46,30 +47,6 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 __all__ = ["DhtConfig", "DhtStats", "RouteDHT"]
-
-
-@dataclass(frozen=True, slots=True)
-class DhtConfig:
-    """How a node uses the DHT.  Times are in seconds; every field is checked."""
-
-    #: Serve the DHT (store records, answer queries) rather than only use it.
-    server: bool = True
-    #: Seconds between two provide operations (py-libp2p accepts 10 per 10 s per peer).
-    provide_interval: float = 1.1
-    #: Every provided key is provided again this often (receivers keep records 24 to 48 h).
-    republish_interval: float = 3600.0
-    #: How long a lookup's result is reused.
-    lookup_ttl: float = 5.0
-    #: Most providers kept from one lookup.
-    max_providers: int = 64
-
-    def __post_init__(self) -> None:
-        for name in ("provide_interval", "republish_interval", "lookup_ttl"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
-        if self.max_providers < 1:
-            raise ConfigError("max_providers must be at least 1")
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ across processes and machines over libp2p.
 from typing import TYPE_CHECKING, Any
 
 from dndm_p2p import errors as _errors
-from dndm_p2p.config import NodeConfig
+from dndm_p2p.config import DhtConfig, GossipConfig, MdnsConfig, NatConfig, NodeConfig
 from dndm_p2p.core.intent import Intent, IntentStats
 from dndm_p2p.core.interest import Interest, InterestStats
 from dndm_p2p.core.links import LinkEvent, LinkEventKind, LinkInfo
@@ -40,6 +40,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Caller",
+    "DhtConfig",
+    "GossipConfig",
     "HashedRoute",
     "Intent",
     "IntentStats",
@@ -50,6 +52,8 @@ __all__ = [
     "LinkEventKind",
     "LinkInfo",
     "LinkStats",
+    "MdnsConfig",
+    "NatConfig",
     "Node",
     "NodeConfig",
     "NodeEvent",

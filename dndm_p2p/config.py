@@ -1,16 +1,44 @@
-"""Node configuration: one validated, immutable object."""
+"""Node configuration: one validated, immutable object, nesting one object per component.
+
+Each component that has settings of its own gets them as one nested object, ``None`` when the
+component is off: ``dht=DhtConfig()``, ``gossip=GossipConfig()``, ``mdns=MdnsConfig()``,
+``nat=NatConfig()``.  Every class checks its own fields once, on construction, and a bad value
+raises :class:`~dndm_p2p.errors.ConfigError` naming the field
+(``NodeConfig.ping_interval: must be a number of seconds > 0, not -1``).  Importing this module
+loads no py-libp2p module.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dht.config import DhtConfig
 from dndm_p2p.core.qos import QoS
-from dndm_p2p.errors import ConfigError
+from dndm_p2p.discovery.config import GossipConfig, MdnsConfig
 from nat.config import NatConfig
 from protocols.ids import MAX_FRAME_SIZE
+from protocols.validation import (
+    check_count,
+    check_flag,
+    check_instance,
+    check_seconds,
+    check_size,
+    check_strings,
+    invalid,
+)
 
-__all__ = ["NodeConfig"]
+__all__ = ["DhtConfig", "GossipConfig", "MdnsConfig", "NatConfig", "NodeConfig"]
+
+_SECONDS = (
+    "ping_interval",
+    "ping_timeout",
+    "handshake_timeout",
+    "reconnect_initial",
+    "reconnect_max",
+    "reliable_grace",
+    "message_ttl",
+)
 
 
 @dataclass(frozen=True)
@@ -18,7 +46,9 @@ class NodeConfig:
     """Everything a :class:`~dndm_p2p.node.Node` can be told.
 
     The defaults give a working node on loopback with a fresh identity: no configuration needed.
-    Times are in seconds.
+    Times are in seconds.  Discovery and NAT traversal are off until given their settings::
+
+        NodeConfig(dht=DhtConfig(), gossip=GossipConfig(), bootstrap=(boot,))
     """
 
     #: A human-readable name, sent in the hello (the identity is the peer id).
@@ -59,20 +89,17 @@ class NodeConfig:
 
     # -- discovery ---------------------------------------------------------------------------
     #: Bootstrap nodes (``/ip4/…/tcp/…/p2p/<id>``): connected at start and used to seed the DHT
-    #: routing table.  Unlike :attr:`peers`, they are not linked with unless routes match.
+    #: routing table (and, with NAT traversal, as relay candidates).  Unlike :attr:`peers`,
+    #: they are not linked with unless routes match.
     bootstrap: tuple[str, ...] = ()
-    #: Find peers through the Kademlia DHT (provider records per route).
-    dht: bool = False
-    #: Find peers through signed GossipSub adverts (one topic per namespace).
-    gossip: bool = False
-    #: Run as a well-known entry point: a DHT server that relays every advert topic, with
-    #: connection limits fit for many peers.
-    bootstrap_server: bool = False
-    #: Find peers on the LAN with mDNS, on these interface addresses only.
-    mdns: bool = False
-    mdns_interfaces: tuple[str, ...] = ("127.0.0.1",)
-    #: How many leading path segments name a route's advert namespace (its GossipSub topic).
-    namespace_depth: int = 1
+    #: Find peers through the Kademlia DHT (provider records per route); ``None``: off.
+    dht: DhtConfig | None = None
+    #: Find peers through signed GossipSub adverts (one topic per namespace); ``None``: off.
+    #: A well-known entry point (a bootstrap server) relays every advert topic:
+    #: ``GossipConfig(relay_all=True)``, with a larger :attr:`max_connections`.
+    gossip: GossipConfig | None = None
+    #: Find peers on the LAN with mDNS, on the interface addresses it names; ``None``: off.
+    mdns: MdnsConfig | None = None
     #: A file where the node keeps the addresses of peers it has met, across restarts.
     address_book: Path | None = None
     #: A Unix socket where ``dndm routes`` and ``dndm peers`` can query the running node.
@@ -83,45 +110,46 @@ class NodeConfig:
     #: addresses), hole punching and UPnP, as :class:`nat.NatConfig` sets them; ``None``: off.
     nat: NatConfig | None = None
 
+    @property
+    def discovers(self) -> bool:
+        """True when the node runs discovery (a DHT, gossip, mDNS or bootstrap nodes)."""
+        return bool(self.dht or self.gossip or self.mdns or self.bootstrap)
+
     def __post_init__(self) -> None:
-        if isinstance(self.listen, str) or isinstance(self.peers, str):
-            raise ConfigError("listen and peers are sequences of multiaddr strings")
-        object.__setattr__(self, "listen", tuple(self.listen))
-        object.__setattr__(self, "peers", tuple(self.peers))
-        for name in ("bootstrap", "mdns_interfaces"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise ConfigError(f"{name} is a sequence of strings, not one string")
-            object.__setattr__(self, name, tuple(value))
+        if not isinstance(self.name, str):
+            raise invalid(self, "name", f"must be a string, not {self.name!r}")
+        for name in ("listen", "peers", "bootstrap"):
+            check_strings(self, name)
         for name in ("key_file", "address_book", "admin_socket"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        if self.nat is not None and not isinstance(self.nat, NatConfig):
-            raise ConfigError(f"nat must be a NatConfig or None, not {type(self.nat).__name__}")
-        if self.namespace_depth < 1:
-            raise ConfigError("namespace_depth must be at least 1")
-        if self.max_connections < 2:
-            raise ConfigError("max_connections must be at least 2")
-        for name in (
-            "ping_interval",
-            "ping_timeout",
-            "handshake_timeout",
-            "reconnect_initial",
-            "reconnect_max",
-            "reliable_grace",
-            "message_ttl",
+        check_flag(self, "quic")
+        check_flag(self, "compression")
+        check_instance(self, "default_qos", QoS)
+        for name in _SECONDS:
+            check_seconds(self, name, above=0)
+        if self.ping_timeout <= self.ping_interval:
+            raise invalid(self, "ping_timeout", "must be longer than ping_interval")
+        if self.reconnect_max < self.reconnect_initial:
+            raise invalid(self, "reconnect_max", "must be at least reconnect_initial")
+        if self.reconnect_attempts is not None:
+            check_count(self, "reconnect_attempts", at_least=0)
+        check_size(self, "max_frame_size", at_least=1024, at_most=MAX_FRAME_SIZE)
+        check_count(self, "max_remote_adverts", at_least=1)
+        check_count(self, "max_links_per_peer", at_least=1)
+        check_count(self, "max_connections", at_least=2)
+        for name, kind in (
+            ("dht", DhtConfig),
+            ("gossip", GossipConfig),
+            ("mdns", MdnsConfig),
+            ("nat", NatConfig),
         ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
-        if self.ping_timeout <= self.ping_interval:
-            raise ConfigError("ping_timeout must be longer than ping_interval")
-        if self.reconnect_max < self.reconnect_initial:
-            raise ConfigError("reconnect_max must be at least reconnect_initial")
-        if not 1024 <= self.max_frame_size <= MAX_FRAME_SIZE:
-            raise ConfigError(f"max_frame_size must be between 1024 and {MAX_FRAME_SIZE}")
-        for name in ("max_remote_adverts", "max_links_per_peer"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        if self.reconnect_attempts is not None and self.reconnect_attempts < 0:
-            raise ConfigError("reconnect_attempts must not be negative")
+            if isinstance(value, bool):
+                raise invalid(
+                    self,
+                    name,
+                    f"must be a {kind.__name__} or None, not {value!r} "
+                    f"(turn it on with {name}={kind.__name__}())",
+                )
+            check_instance(self, name, kind, optional=True)

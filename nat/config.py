@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from multiaddr import Multiaddr
 
-from protocols.errors import ConfigError
+from protocols.validation import (
+    check_choice,
+    check_count,
+    check_flag,
+    check_seconds,
+    check_size,
+    check_strings,
+    invalid,
+)
 
 __all__ = ["NatConfig"]
 
@@ -59,37 +66,29 @@ class NatConfig:
     upnp: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.relays, str):
-            raise ConfigError("relays is a sequence of multiaddr strings, not one string")
-        object.__setattr__(self, "relays", tuple(self.relays))
-        for addr in self.relays:
+        for flag in ("relay_service", "autonat", "autonat_server", "hole_punching", "upnp"):
+            check_flag(self, flag)
+        for addr in check_strings(self, "relays"):
             try:
                 maddr = Multiaddr(addr)
             except Exception as exc:
-                raise ConfigError(f"relay address {addr!r} is not a multiaddr: {exc}") from None
+                raise invalid(self, "relays", f"{addr!r} is not a multiaddr: {exc}") from None
             if maddr.get_peer_id() is None:
-                raise ConfigError(f"relay address {addr} has no /p2p/<peer id>")
-        if self.relay_client not in ("auto", "always", "never"):
-            raise ConfigError("relay_client is 'auto', 'always' or 'never'")
+                raise invalid(self, "relays", f"relay address {addr} has no /p2p/<peer id>")
+        check_choice(self, "relay_client", ("auto", "always", "never"))
         for name in (
             "relay_max_reservations",
             "relay_max_circuits",
             "relay_reservation_ttl",
             "relay_circuit_duration",
-            "relay_circuit_bytes",
             "reservations",
             "autonat_confirmations",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, not {value!r}")
+            check_count(self, name, at_least=1)
+        check_size(self, "relay_circuit_bytes", at_least=1)
         for name in ("renew_interval", "autonat_interval", "dialback_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+            check_seconds(self, name, above=0)
         for name in ("relay_close_grace", "punch_delay"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
+            check_seconds(self, name, at_least=0)
         if self.renew_interval >= self.relay_reservation_ttl:
-            raise ConfigError("renew_interval must be shorter than relay_reservation_ttl")
+            raise invalid(self, "renew_interval", "must be shorter than relay_reservation_ttl")

@@ -166,8 +166,14 @@ def decompress(algorithm: int, data: bytes, max_size: int) -> bytes:
 def _too_large(what: str, max_size: int, declared: int | None = None) -> FrameTooLarge:
     """The error for content above ``max_size`` (``declared`` = size from the header)."""
     if declared is None:
-        return FrameTooLarge(f"{what} data holds more than the limit of {max_size} bytes")
-    return FrameTooLarge(f"{what} data declares {declared} bytes, above the limit of {max_size}")
+        return FrameTooLarge(
+            f"{what} data holds more than the limit of {max_size} bytes", limit=max_size
+        )
+    return FrameTooLarge(
+        f"{what} data declares {declared} bytes, above the limit of {max_size}",
+        size=declared,
+        limit=max_size,
+    )
 
 
 def _zstd_decompress(data: bytes, max_size: int) -> bytes:
@@ -269,7 +275,9 @@ def decompress_batch(batch: data_pb2.DataBatch, max_size: int) -> None:
     declared = batch.uncompressed_size
     if declared > max_size:
         raise FrameTooLarge(
-            f"compressed batch declares {declared} bytes, above the limit of {max_size}"
+            f"compressed batch declares {declared} bytes, above the limit of {max_size}",
+            size=declared,
+            limit=max_size,
         )
     raw = decompress(batch.compression, batch.compressed, declared or max_size)
     if declared and len(raw) != declared:

@@ -6,9 +6,39 @@ full, a peer is unreachable) or a :class:`PermanentError` (retrying the same cal
 succeed: a malformed route, a type mismatch, a closed handle).  Applications that retry
 catch ``TransientError``; everything else is a bug or bad input to report.
 
-Where a standard exception says the same thing, our class derives from it as well
-(``RouteError`` is a ``ValueError``, ``TypeMismatch`` a ``TypeError``), so code that already
-catches the builtin keeps working.
+Where a standard exception says the same thing, our class derives from it as well, so code that
+already catches the builtin keeps working (builtin bases in brackets)::
+
+    DndmError
+    ├── TransientError                 retrying later may succeed
+    │   ├── NoInterest                 nobody subscribed (only with no_interest="raise")
+    │   ├── WouldBlock                 [BlockingIOError] a non-blocking call could not complete now
+    │   ├── Timeout                    [TimeoutError] no result within the time limit
+    │   └── Unavailable                [ConnectionError] a peer or service is unreachable
+    │       └── ConnectionLost         an established connection or stream broke
+    └── PermanentError                 retrying the same call cannot succeed
+        ├── RouteError                 [ValueError] malformed route, hashed route or pattern
+        ├── TypeMismatch               [TypeError] message class does not match the route
+        ├── Closed                     [RuntimeError] the handle, router or node is closed
+        ├── ConfigError                [ValueError] bad option or configuration value
+        ├── ProtocolError              a peer broke the wire protocol
+        │   ├── FrameTooLarge          a frame above the size limit
+        │   ├── MalformedFrame         a frame that does not decode
+        │   ├── VersionMismatch        an unsupported protocol version
+        │   └── UnknownRoute           a route or link this node does not have
+        ├── PermissionDenied           [PermissionError] not allowed for this peer or route
+        └── CallbackError              a subscriber callback raised (the cause is attached)
+
+``Closed`` is a ``RuntimeError`` because using a closed handle is a call made in the wrong
+state, not a bad argument: Python says the same of a closed event loop or executor
+(``RuntimeError``).  The OS-error builtins (``BlockingIOError``, ``TimeoutError``,
+``ConnectionError``, ``PermissionError``) are ``OSError`` subclasses; ours carry no ``errno``
+and their ``str()`` is the message, as for every other class here.
+
+Errors carry the facts a caller needs as attributes, all keyword-only and ``None`` when not
+given: every error has ``peer`` (the base58 peer id concerned) and ``route`` (the route's
+text); :class:`ConfigError` has ``field`` (``"NodeConfig.ping_interval"``), :class:`Timeout`
+has ``timeout`` (seconds), :class:`FrameTooLarge` has ``size`` and ``limit`` (bytes).
 """
 
 from __future__ import annotations
@@ -37,10 +67,23 @@ __all__ = [
 
 
 class DndmError(Exception):
-    """Root of every error raised by dndm-p2p."""
+    """Root of every error raised by dndm-p2p.
+
+    :param peer: the base58 id of the peer the error concerns, if one does.
+    :param route: the text of the route the error concerns, if one does.
+    """
 
     #: True when retrying the same operation later may succeed.
     transient: bool = False
+
+    def __init__(self, *args: object, peer: str | None = None, route: str | None = None) -> None:
+        super().__init__(*args)
+        self.peer = peer
+        self.route = route
+
+    def __str__(self) -> str:
+        # The message, also for the OSError subclasses (whose own str() would read an errno).
+        return BaseException.__str__(self)
 
 
 class TransientError(DndmError):
@@ -63,12 +106,26 @@ class TypeMismatch(PermanentError, TypeError):
     """A message's type does not match the type its route was declared with."""
 
 
-class Closed(PermanentError):
+class Closed(PermanentError, RuntimeError):
     """The handle, router or node was closed; it can no longer be used."""
 
 
 class ConfigError(PermanentError, ValueError):
-    """An option or configuration value is invalid."""
+    """An option or configuration value is invalid.
+
+    :param field: the qualified name of the bad field (``"NodeConfig.ping_interval"``), when
+        the error is about one.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        field: str | None = None,
+        peer: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(*args, peer=peer, route=route)
+        self.field = field
 
 
 class NoInterest(TransientError):
@@ -79,7 +136,7 @@ class NoInterest(TransientError):
     """
 
 
-class WouldBlock(TransientError):
+class WouldBlock(TransientError, BlockingIOError):
     """A non-blocking call could not complete at once.
 
     ``receive_nowait`` raises it on an empty queue; ``send_nowait`` raises it when a
@@ -88,11 +145,24 @@ class WouldBlock(TransientError):
     """
 
 
-class Timeout(TransientError):
-    """An operation did not complete within its time limit (a call got no reply in time)."""
+class Timeout(TransientError, TimeoutError):
+    """An operation did not complete within its time limit (a call got no reply in time).
+
+    :param timeout: the time limit, in seconds.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        timeout: float | None = None,
+        peer: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(*args, peer=peer, route=route)
+        self.timeout = timeout
 
 
-class Unavailable(TransientError):
+class Unavailable(TransientError, ConnectionError):
     """A peer, connection or service could not be reached right now."""
 
 
@@ -106,7 +176,23 @@ class ProtocolError(PermanentError):
 
 
 class FrameTooLarge(ProtocolError):
-    """A frame's declared length exceeds the limit; nothing was allocated for it."""
+    """A frame's declared length exceeds the limit; nothing was allocated for it.
+
+    :param size: the frame's (declared or actual) length in bytes.
+    :param limit: the largest length allowed, in bytes.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        size: int | None = None,
+        limit: int | None = None,
+        peer: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(*args, peer=peer, route=route)
+        self.size = size
+        self.limit = limit
 
 
 class MalformedFrame(ProtocolError):
@@ -121,7 +207,7 @@ class UnknownRoute(ProtocolError):
     """A peer referred to a route or link this node does not have."""
 
 
-class PermissionDenied(PermanentError):
+class PermissionDenied(PermanentError, PermissionError):
     """The operation is not allowed for this peer or route."""
 
 

@@ -23,7 +23,7 @@ from typing import Final, Protocol, TypeVar
 import trio
 from google.protobuf.message import DecodeError, Message
 
-from protocols.errors import ConnectionLost, FrameTooLarge, MalformedFrame
+from protocols.errors import ConnectionLost, DndmError, FrameTooLarge, MalformedFrame
 from protocols.ids import MAX_FRAME_SIZE
 
 __all__ = [
@@ -94,6 +94,8 @@ async def _read_chunk(stream: ByteStream, n: int) -> bytes:
         chunk = await stream.read(n)
     except EOFError:  # libp2p's StreamEOF (checked before its base class StreamError)
         return b""
+    except DndmError:
+        raise  # already ours (Unavailable and ConnectionLost are ConnectionErrors too)
     except _connection_errors() as exc:
         raise ConnectionLost(f"stream broke while reading: {exc!r}") from exc
     return chunk if type(chunk) is bytes else bytes(chunk)
@@ -108,7 +110,11 @@ def _prefix(n: int) -> bytes:
     if n < 0x200000:
         return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
     if n > _MAX_VARINT:
-        raise FrameTooLarge(f"frame body of {n} bytes does not fit a 5-byte length prefix")
+        raise FrameTooLarge(
+            f"frame body of {n} bytes does not fit a 5-byte length prefix",
+            size=n,
+            limit=_MAX_VARINT,
+        )
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -338,7 +344,11 @@ class FrameReader:
                     break
                 shift += 7
         if n > self._max_size:
-            raise FrameTooLarge(f"frame declares {n} bytes, above the limit of {self._max_size}")
+            raise FrameTooLarge(
+                f"frame declares {n} bytes, above the limit of {self._max_size}",
+                size=n,
+                limit=self._max_size,
+            )
         stop = start + n
         if stop <= end:
             self._pos = stop
@@ -444,7 +454,9 @@ class FrameWriter:
             body = bodies[0]
             n = len(body)
             if n > limit:
-                raise FrameTooLarge(f"frame body of {n} bytes is above the limit of {limit}")
+                raise FrameTooLarge(
+                    f"frame body of {n} bytes is above the limit of {limit}", size=n, limit=limit
+                )
             await self._write((_ONE_BYTE_PREFIX[n] if n < 0x80 else _prefix(n)) + body)
             return
         parts: list[bytes] = []
@@ -452,7 +464,9 @@ class FrameWriter:
         for body in bodies:
             n = len(body)
             if n > limit:
-                raise FrameTooLarge(f"frame body of {n} bytes is above the limit of {limit}")
+                raise FrameTooLarge(
+                    f"frame body of {n} bytes is above the limit of {limit}", size=n, limit=limit
+                )
             append(_ONE_BYTE_PREFIX[n] if n < 0x80 else _prefix(n))
             append(body)
         await self._write(b"".join(parts))
@@ -486,6 +500,9 @@ class FrameWriter:
             ) from self._broken
         try:
             await self._stream.write(data)
+        except DndmError as exc:  # already ours (ConnectionLost is a ConnectionError too)
+            self._broken = exc
+            raise
         except _connection_errors() as exc:
             self._broken = exc
             raise ConnectionLost(f"stream broke while writing: {exc!r}") from exc

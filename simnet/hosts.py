@@ -35,7 +35,6 @@ from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from protocols.errors import ConfigError
 from protocols.libp2p_fixes.host import (
     close_host,
     keep_new_connections_on_close_peer,
@@ -43,6 +42,7 @@ from protocols.libp2p_fixes.host import (
     size_resource_manager,
 )
 from protocols.libp2p_fixes.mplex import DuplexMplex
+from protocols.validation import check_choice, check_seconds
 from simnet.net import NodeClass, SimNetwork, SimNode
 
 __all__ = [
@@ -77,12 +77,10 @@ class SimHostOptions:
     close_timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.security not in SECURITIES:
-            raise ConfigError(f"security must be one of {SECURITIES}, not {self.security!r}")
-        if self.muxer not in MUXERS:
-            raise ConfigError(f"muxer must be one of {MUXERS}, not {self.muxer!r}")
-        if not self.negotiate_timeout >= 1 or not self.close_timeout > 0:
-            raise ConfigError("negotiate_timeout must be >= 1 s and close_timeout > 0 s")
+        check_choice(self, "security", SECURITIES)
+        check_choice(self, "muxer", MUXERS)
+        check_seconds(self, "negotiate_timeout", at_least=1)
+        check_seconds(self, "close_timeout", above=0)
 
 
 def connection_config(node_class: NodeClass, negotiate_timeout: float = 10.0) -> ConnectionConfig:

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Final
 
 from protocols.errors import ConfigError
+from protocols.validation import check_count
 
 __all__ = ["PUBLIC", "Nat", "NodeClass"]
 
@@ -57,9 +58,8 @@ class NodeClass:
             raise ConfigError(f"nat must be a Nat, not {self.nat!r}")
         if not self.uplink > 0:
             raise ConfigError(f"uplink must be > 0 bytes/s, not {self.uplink!r}")
-        limits = (self.min_connections, self.low_watermark, self.high_watermark)
-        if any(not isinstance(v, int) or v < 0 for v in (*limits, self.max_connections)):
-            raise ConfigError(f"connection limits of class {self.name!r} must be ints >= 0")
+        for name in ("max_connections", "min_connections", "low_watermark", "high_watermark"):
+            check_count(self, name, at_least=0)
         if not self.min_connections <= self.max_connections:
             raise ConfigError(f"class {self.name!r}: min_connections > max_connections")
         if not self.low_watermark <= self.high_watermark <= self.max_connections:

@@ -41,7 +41,7 @@ import trio
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 
-from dndm_p2p.config import NodeConfig
+from dndm_p2p.config import DhtConfig, GossipConfig, NodeConfig
 from dndm_p2p.host.identity import save_identity
 from dndm_p2p.node.node import Node
 from simnet.clock import key_pair_from, libp2p_virtual_time, mock_clock, seeded_random
@@ -175,11 +175,13 @@ class _Runner:
             ping_interval=sc.node.ping_interval,
             ping_timeout=sc.node.ping_timeout,
             handshake_timeout=sc.node.handshake_timeout,
-            namespace_depth=sc.node.namespace_depth,
             bootstrap=bootstrap,
-            bootstrap_server=slot.boot,
-            dht=mode in ("dht", "both"),
-            gossip=mode in ("gossip", "both"),
+            dht=DhtConfig() if mode in ("dht", "both") else None,
+            gossip=(
+                GossipConfig(relay_all=slot.boot, namespace_depth=sc.node.namespace_depth)
+                if mode in ("gossip", "both")
+                else None
+            ),
             max_connections=max(2, slot.sim.node_class.max_connections),
         )
 

@@ -19,7 +19,7 @@ from dndm_p2p.cli.options import (
 )
 from dndm_p2p.cli.runtime import default_admin_socket
 from dndm_p2p.cli.signals import STOP_SIGNALS, early_stop
-from dndm_p2p.config import NodeConfig
+from dndm_p2p.config import DhtConfig, GossipConfig, MdnsConfig, NodeConfig
 from dndm_p2p.errors import ConfigError
 from dndm_p2p.nurseries import open_owned_nursery
 
@@ -42,14 +42,16 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     discovery = is_node or bool(bootstrap)
     dht = discovery if args.dht is None else args.dht
     gossip = discovery if args.gossip is None else args.gossip
+    relay_all = False
     if is_node:
         if args.bootstrap:
             if not dht:
                 raise ConfigError("--bootstrap runs a DHT server: it cannot go with --no-dht")
-            options["bootstrap_server"] = True
+            relay_all = True
             options["max_connections"] = BOOTSTRAP_MAX_CONNECTIONS
-        options["mdns"] = args.mdns
-        options["mdns_interfaces"] = tuple(args.mdns_interface or (DEFAULT_MDNS_INTERFACE,))
+        if args.mdns:
+            interfaces = tuple(args.mdns_interface or (DEFAULT_MDNS_INTERFACE,))
+            options["mdns"] = MdnsConfig(interfaces=interfaces)
         book = args.address_book
         if book is None and args.key is not None:
             book = args.key.with_name(args.key.name + ADDRESS_BOOK_SUFFIX)
@@ -61,8 +63,8 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         peers=tuple(args.peer),
         quic=args.quic,
         bootstrap=bootstrap,
-        dht=dht,
-        gossip=gossip,
+        dht=DhtConfig() if dht else None,
+        gossip=GossipConfig(relay_all=relay_all) if gossip else None,
         nat=_nat_config(args),
         **options,
     )

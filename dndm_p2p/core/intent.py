@@ -168,7 +168,9 @@ class Intent(Handle, Generic[T]):
         if state is None or type(msg) is not self._msg_type:
             state = self._check(msg)
         if state.blocking_sinks and state.first_full_sink() is not None:
-            raise WouldBlock(f"a subscriber of {self.route} with overflow='block' is full")
+            raise WouldBlock(
+                f"a subscriber of {self.route} with overflow='block' is full", route=str(self.route)
+            )
         sinks = state.sinks
         if sinks:
             for sink in sinks:

@@ -153,7 +153,7 @@ class Interest(Handle, Generic[T]):
         if not queue.items:
             if queue.closed:
                 self._raise_closed()
-            raise WouldBlock(f"no message queued for {self.link.route}")
+            raise WouldBlock(f"no message queued for {self.link.route}", route=str(self.link.route))
         return queue.take_one()
 
     async def receive_batch(self, max_n: int = 1024) -> list[T]:

@@ -174,7 +174,7 @@ class RouterLowLevel:
         self._check_open()
         state = self._routes.get(route.id)
         if state is None or not state.has_local_intent:
-            raise UnknownRoute(f"no local intent publishes {route}")
+            raise UnknownRoute(f"no local intent publishes {route}", route=str(route))
         state.add_sink(sink, exact=True)
         return state
 

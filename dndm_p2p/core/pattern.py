@@ -37,9 +37,9 @@ class Pattern:
         if not isinstance(text, str):
             raise RouteError(f"a pattern must be a string, not {type(text).__name__}")
         if not text:
-            raise RouteError("pattern is empty")
+            raise RouteError("pattern is empty", route=text)
         if len(text) > MAX_ROUTE_LENGTH:
-            raise RouteError(f"pattern is longer than {MAX_ROUTE_LENGTH} characters")
+            raise RouteError(f"pattern is longer than {MAX_ROUTE_LENGTH} characters", route=text)
         segments = text.split(".")
         for index, segment in enumerate(segments):
             if segment in (_ONE, _ANY):
@@ -47,10 +47,13 @@ class Pattern:
             if "*" in segment:
                 raise RouteError(
                     f"pattern {text!r}: '*' must be a whole segment ('*' or '**'), "
-                    f"not part of {segment!r}"
+                    f"not part of {segment!r}",
+                    route=text,
                 )
             if not segment:
-                raise RouteError(f"pattern {text!r} has an empty segment at position {index}")
+                raise RouteError(
+                    f"pattern {text!r} has an empty segment at position {index}", route=text
+                )
             split_path(segment, what=f"pattern {text!r} segment")
         # Collapse runs of '**': 'a.**.**.b' means the same as 'a.**.b'.
         collapsed: list[str] = []

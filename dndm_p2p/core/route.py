@@ -75,22 +75,27 @@ def split_path(path: str, *, what: str = "path") -> tuple[str, ...]:
     if not isinstance(path, str):
         raise RouteError(f"{what} must be a string, not {type(path).__name__}")
     if not path:
-        raise RouteError(f"{what} is empty")
+        raise RouteError(f"{what} is empty", route=path)
     if len(path) > MAX_ROUTE_LENGTH:
-        raise RouteError(f"{what} is longer than {MAX_ROUTE_LENGTH} characters")
+        raise RouteError(f"{what} is longer than {MAX_ROUTE_LENGTH} characters", route=path)
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        raise RouteError(f"{what} {path!r} is not valid Unicode (lone surrogate)") from None
+        raise RouteError(
+            f"{what} {path!r} is not valid Unicode (lone surrogate)", route=path
+        ) from None
     segments = tuple(path.split("."))
     for index, segment in enumerate(segments):
         if not segment:
-            raise RouteError(f"{what} {path!r} has an empty segment at position {index}")
+            raise RouteError(
+                f"{what} {path!r} has an empty segment at position {index}", route=path
+            )
         bad = _FORBIDDEN_IN_SEGMENT.search(segment)
         if bad:
             raise RouteError(
                 f"{what} {path!r} has {bad.group()!r} in segment {segment!r}; "
-                "'@', '#', '*', white space and control characters are not allowed"
+                "'@', '#', '*', white space and control characters are not allowed",
+                route=path,
             )
     return segments
 
@@ -310,19 +315,19 @@ def parse_route(text: str) -> PlainRoute | HashedRoute:
     if not isinstance(text, str):
         raise RouteError(f"a route must be a string, not {type(text).__name__}")
     if len(text) > MAX_ROUTE_LENGTH:
-        raise RouteError(f"route is longer than {MAX_ROUTE_LENGTH} characters")
+        raise RouteError(f"route is longer than {MAX_ROUTE_LENGTH} characters", route=text)
     if "@" in text:
         type_name, _, path = text.partition("@")
         if "@" in path:
-            raise RouteError(f"route {text!r} has more than one '@'")
+            raise RouteError(f"route {text!r} has more than one '@'", route=text)
         if "#" in text:
-            raise RouteError(f"route {text!r} mixes '@' (plain) and '#' (hashed)")
+            raise RouteError(f"route {text!r} mixes '@' (plain) and '#' (hashed)", route=text)
         if not type_name:
-            raise RouteError(f"route {text!r} has an empty type name before '@'")
+            raise RouteError(f"route {text!r} has an empty type name before '@'", route=text)
         return PlainRoute(type_name, path)
     if "#" in text:
         prefix, _, digest = text.partition("#")
         if "#" in digest:
-            raise RouteError(f"route {text!r} has more than one '#'")
+            raise RouteError(f"route {text!r} has more than one '#'", route=text)
         return HashedRoute(prefix, digest)
-    raise RouteError(f"{text!r} is not a route: expected 'Type@path' or 'prefix#hash'")
+    raise RouteError(f"{text!r} is not a route: expected 'Type@path' or 'prefix#hash'", route=text)

@@ -166,7 +166,9 @@ class Caller(_Endpoint[Req, Resp]):
                 async for reply in receive:
                     return reply
                 raise Closed("the caller closed while a call was waiting")
-            raise Timeout(f"no reply on {self._path} within {timeout:g} s") from None
+            raise Timeout(
+                f"no reply on {self._path} within {timeout:g} s", route=self._path, timeout=timeout
+            ) from None
         finally:
             self._waiting.pop(nonce, None)
             if deadline.cancelled_caught:

@@ -2,6 +2,7 @@
 
 * :mod:`dndm_p2p.discovery.component` — :class:`Discovery`, the node's discovery component
   (DHT, gossip, mDNS and bootstrap peers wired together; its only output is a dial);
+* :mod:`dndm_p2p.discovery.config` — the gossip and mDNS settings a node's config nests;
 * :mod:`dndm_p2p.discovery.gossip` — signed adverts on GossipSub topics;
 * :mod:`dndm_p2p.discovery.announcements` — their wire form;
 * :mod:`dndm_p2p.discovery.advert_table` — what peers announced, with expiry;

@@ -33,14 +33,16 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo as Libp2pPeerInfo
 
+from dht.config import DhtConfig
 from dht.keys import RouteSide, route_key
-from dht.service import DhtConfig, RouteDHT
+from dht.service import RouteDHT
 from dndm_p2p.core.adverts import RemoteAdvert
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
 from dndm_p2p.core.route import PlainRoute, Route
 from dndm_p2p.discovery.advert_table import AdvertTable
-from dndm_p2p.discovery.gossip import Announcement, GossipAdverts, GossipConfig
+from dndm_p2p.discovery.config import GossipConfig, MdnsConfig
+from dndm_p2p.discovery.gossip import Announcement, GossipAdverts
 from dndm_p2p.discovery.namespaces import namespace_of
 from dndm_p2p.errors import Closed, ConfigError, DndmError, ProtocolError, Unavailable
 
@@ -76,41 +78,27 @@ _REMEMBERED_PEERS: Final = 8
 
 
 class DiscoverySettings(Protocol):
-    """The settings discovery reads (a :class:`~dndm_p2p.config.NodeConfig` has them)."""
+    """The settings discovery reads (a :class:`~dndm_p2p.config.NodeConfig` has them); a
+    mechanism whose settings are None is off."""
 
     @property
-    def dht(self) -> bool:
-        """Run the route DHT."""
+    def dht(self) -> DhtConfig | None:
+        """The route DHT's settings."""
         ...
 
     @property
-    def gossip(self) -> bool:
-        """Announce and hear adverts on GossipSub."""
+    def gossip(self) -> GossipConfig | None:
+        """Gossip adverts' settings."""
+        ...
+
+    @property
+    def mdns(self) -> MdnsConfig | None:
+        """mDNS's settings (the interfaces it runs on)."""
         ...
 
     @property
     def bootstrap(self) -> Sequence[str]:
         """Bootstrap nodes to join through (kept connected)."""
-        ...
-
-    @property
-    def bootstrap_server(self) -> bool:
-        """Relay every gossip topic (this node is a bootstrap node)."""
-        ...
-
-    @property
-    def mdns(self) -> bool:
-        """Find peers on the LAN."""
-        ...
-
-    @property
-    def mdns_interfaces(self) -> Sequence[str]:
-        """The interfaces mDNS runs on."""
-        ...
-
-    @property
-    def namespace_depth(self) -> int:
-        """How many route segments name a gossip namespace."""
         ...
 
 
@@ -266,21 +254,19 @@ class Discovery:
         """Run the DHT and gossip, join through the bootstrap nodes, and serve until cancelled."""
         node, config = self._node, self._config
         async with trio.open_nursery() as nursery:
-            if config.dht:
-                dht_config = DhtConfig(server=True)
-                self.dht = RouteDHT(node.host, node.private_key, dht_config, name=node.name)
+            if config.dht is not None:
+                self.dht = RouteDHT(node.host, node.private_key, config.dht, name=node.name)
                 await nursery.start(self.dht.run)
-            if config.gossip:
-                gossip_config = GossipConfig(relay_all=config.bootstrap_server)
+            if config.gossip is not None:
                 self.gossip = GossipAdverts(
-                    node.host, gossip_config, self._on_announcement, addrs=node.advertised_addrs
+                    node.host, config.gossip, self._on_announcement, addrs=node.advertised_addrs
                 )
                 await nursery.start(self.gossip.run)
             self._nursery = nursery
-            if config.mdns:
+            if config.mdns is not None:
                 from dndm_p2p.discovery.mdns import MdnsDiscovery
 
-                mdns = MdnsDiscovery(node.host, config.mdns_interfaces, self._on_mdns_peer)
+                mdns = MdnsDiscovery(node.host, config.mdns.interfaces, self._on_mdns_peer)
                 await nursery.start(mdns.run)
             await self._join(config.bootstrap, self._remembered())
             if self.dht is not None:
@@ -427,7 +413,7 @@ class Discovery:
             route = handle.route
             if self.gossip is not None:
                 target = route if route is not None else _pattern_of(handle)
-                namespace = namespace_of(target, self._config.namespace_depth)
+                namespace = namespace_of(target, self.gossip.config.namespace_depth)
                 if namespace is not None:
                     self.gossip.join(namespace)
                     self.gossip.announce(namespace, self._node.advert(handle, register=True))

@@ -68,6 +68,7 @@ from dndm_p2p.discovery.announcements import (
     decode_announcement,
     encode_announcements,
 )
+from dndm_p2p.discovery.config import GossipConfig
 from dndm_p2p.errors import ConfigError, ProtocolError
 from protocols.libp2p_fixes.pubsub import (
     FixedPubsub,
@@ -107,40 +108,6 @@ MAX_RELAY_TOPICS = 1_000
 EARLY_REFRESH_GAP = 1.0
 #: Seconds allowed, on shutdown, for resetting the pubsub streams.
 _CLOSE_GRACE = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class GossipConfig:
-    """How adverts are gossiped.  Every field is checked on construction (:class:`ConfigError`).
-
-    :param heartbeat: GossipSub heartbeat, seconds (mesh upkeep, gossip); also how often a
-        ``relay_all`` node looks for new topics.
-    :param min_interval: at most one publish per namespace per this many seconds; adverts
-        announced in between are sent together.
-    :param advert_ttl: receivers forget an advert not refreshed within this many seconds.
-    :param refresh: live adverts are re-announced this often (less than ``advert_ttl``).
-    :param relay_all: join every advert topic a connected peer subscribes to, so this node
-        relays them (for bootstrap servers).
-    """
-
-    heartbeat: float = 1.0
-    min_interval: float = 0.25
-    advert_ttl: float = 60.0
-    refresh: float = 20.0
-    relay_all: bool = False
-
-    def __post_init__(self) -> None:
-        _check_seconds("heartbeat", self.heartbeat, minimum=0.01)
-        _check_seconds("min_interval", self.min_interval, minimum=0.0)
-        _check_seconds("advert_ttl", self.advert_ttl, minimum=0.01)
-        _check_seconds("refresh", self.refresh, minimum=0.01)
-        if self.refresh >= self.advert_ttl:
-            raise ConfigError(
-                f"refresh ({self.refresh:g} s) must be shorter than advert_ttl "
-                f"({self.advert_ttl:g} s), or adverts expire between refreshes"
-            )
-        if not isinstance(self.relay_all, bool):
-            raise ConfigError(f"relay_all must be a bool, not {self.relay_all!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -696,17 +663,4 @@ def _check_namespace(namespace: object) -> None:
     if "/" in namespace or any(char.isspace() or not char.isprintable() for char in namespace):
         raise ConfigError(
             f"namespace {namespace[:80]!r} holds a '/', whitespace or a control character"
-        )
-
-
-def _check_seconds(name: str, value: object, *, minimum: float) -> None:
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= minimum
-    )
-    if not ok:
-        raise ConfigError(
-            f"{name} must be a finite number of seconds >= {minimum:g}, not {value!r}"
         )

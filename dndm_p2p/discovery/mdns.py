@@ -47,6 +47,7 @@ import trio
 from multiaddr import Multiaddr
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceListener, Zeroconf
 
+from dndm_p2p.discovery.config import interface_addresses
 from dndm_p2p.errors import ConfigError, Unavailable
 from dndm_p2p.host.build import listen_addrs
 from dndm_p2p.nurseries import open_owned_nursery
@@ -171,21 +172,8 @@ class MdnsDiscovery:
         interfaces: Sequence[str],
         on_peer: Callable[[str, tuple[str, ...]], None],
     ) -> None:
-        if isinstance(interfaces, str):
-            raise ConfigError("mDNS interfaces are a sequence of IP addresses, not one string")
-        if not interfaces:
-            raise ConfigError("mDNS needs at least one interface address")
-        parsed = []
-        for text in interfaces:
-            try:
-                parsed.append(ipaddress.ip_address(text))
-            except ValueError:
-                raise ConfigError(
-                    f"mDNS interface {text!r} is not an IP address (give the address of the "
-                    "interface, e.g. 127.0.0.1)"
-                ) from None
         self._host = host
-        self._interfaces = tuple(dict.fromkeys(parsed))
+        self._interfaces = interface_addresses(interfaces)
         self._on_peer = on_peer
         self.service_name = (
             "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(32))

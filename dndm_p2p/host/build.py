@@ -44,7 +44,7 @@ from libp2p.transport.quic.connection import QUICConnection
 from multiaddr import Multiaddr
 from multiaddr.exceptions import Error as MultiaddrError
 
-from dndm_p2p.errors import ConfigError, Unavailable
+from dndm_p2p.errors import ConfigError, DndmError, Unavailable
 from protocols.libp2p_fixes.host import (
     check_listen_addrs_free,
     clear_dial_backoff,
@@ -57,6 +57,7 @@ from protocols.libp2p_fixes.host import (
     track_listeners,
     unwrap_host_run_exception,
 )
+from protocols.validation import bound_problem, check_count, check_flag, check_seconds, invalid
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -111,30 +112,30 @@ class HostConfig:
     def __post_init__(self) -> None:
         addrs: object = self.listen
         if isinstance(addrs, str | Multiaddr) or not isinstance(addrs, tuple | list):
-            raise ConfigError(
-                f"listen must be a tuple of multiaddr strings, not {type(addrs).__name__}"
+            raise invalid(
+                self, "listen", f"must be a tuple of multiaddr strings, not {type(addrs).__name__}"
             )
         normalized = tuple(str(addr) for addr in addrs)
         object.__setattr__(self, "listen", normalized)
         if not normalized:
-            raise ConfigError("listen is empty: a host needs at least one listen address")
+            raise invalid(self, "listen", "is empty: a host needs at least one listen address")
         kinds = [_listen_kind(addr) for addr in normalized]  # checks each address
         canonical = [str(Multiaddr(addr)) for addr in normalized]
         for addr in canonical:
             if canonical.count(addr) > 1:
-                raise ConfigError(f"listen address {addr} is listed more than once")
-        if not isinstance(self.quic, bool):
-            raise ConfigError(f"quic must be a bool, not {self.quic!r}")
+                raise invalid(self, "listen", f"address {addr} is listed more than once")
+        check_flag(self, "quic")
         for addr, kind in zip(normalized, kinds, strict=True):
             if kind == "quic" and not self.quic:
-                raise ConfigError(
-                    f"listen address {addr} is a QUIC address, but quic=False; "
-                    "set quic=True to use QUIC"
+                raise invalid(
+                    self,
+                    "listen",
+                    f"address {addr} is a QUIC address, but quic=False; set quic=True to use QUIC",
                 )
-        _check_int("max_connections", self.max_connections, minimum=1)
-        _check_int("dial_retries", self.dial_retries, minimum=0)
-        _check_seconds("negotiate_timeout", self.negotiate_timeout, minimum=1.0)
-        _check_seconds("close_timeout", self.close_timeout, minimum=0.0, inclusive=False)
+        check_count(self, "max_connections", at_least=1)
+        check_count(self, "dial_retries", at_least=0)
+        check_seconds(self, "negotiate_timeout", at_least=1)
+        check_seconds(self, "close_timeout", above=0)
 
     def listen_multiaddrs(self) -> list[Multiaddr]:
         """The addresses the host listens on: ``listen``, plus the QUIC ones ``quic`` adds."""
@@ -278,7 +279,9 @@ async def connect(
     peer_id = peer_info.peer_id
     if peer_id == host.get_id():
         raise ConfigError(f"{maddr} is this host's own address; a host cannot connect to itself")
-    _check_seconds("timeout", timeout, minimum=0.0, inclusive=False)
+    problem = bound_problem(timeout, "a number of seconds", above=0)
+    if problem is not None:
+        raise ConfigError(f"timeout {problem}")
     connected = bool(host.get_network().get_connections(peer_id))
     if not connected and "p2p-circuit" not in _protocol_names(maddr):
         # Dial this address, now: not an older address of the peer, not "failed recently".
@@ -291,10 +294,16 @@ async def connect(
                     await _dial_circuit(host, maddr)
             else:
                 await host.connect(peer_info)
+    except DndmError:
+        raise  # the circuit dialer's own errors (Unavailable is also an OSError)
     except (BaseLibp2pError, OSError) as exc:
-        raise Unavailable(f"cannot connect to {maddr}: {_failure_reason(exc)}") from exc
+        raise Unavailable(
+            f"cannot connect to {maddr}: {_failure_reason(exc)}", peer=str(peer_id)
+        ) from exc
     if deadline.cancelled_caught:
-        raise Unavailable(f"cannot connect to {maddr}: no connection within {timeout:g} s")
+        raise Unavailable(
+            f"cannot connect to {maddr}: no connection within {timeout:g} s", peer=str(peer_id)
+        )
     return peer_id
 
 
@@ -456,22 +465,3 @@ def _ip_of(addr: Multiaddr) -> tuple[str, str]:
     """``("ip4", "127.0.0.1")`` for an IP-based multiaddr."""
     proto = next(iter(addr.protocols())).name
     return proto, str(addr.value_for_protocol(proto))
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    """ConfigError unless ``value`` is an int (not a bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, not {value!r}")
-
-
-def _check_seconds(name: str, value: object, *, minimum: float, inclusive: bool = True) -> None:
-    """ConfigError unless ``value`` is a finite number of seconds above (or at) ``minimum``."""
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= minimum if inclusive else value > minimum)
-    )
-    if not ok:
-        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-        raise ConfigError(f"{name} must be a finite number of seconds {bound}, not {value!r}")

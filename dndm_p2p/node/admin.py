@@ -406,4 +406,4 @@ async def _query(
                 if reply.last:
                     return replies
     assert timer.cancelled_caught
-    raise Timeout(f"the node at {path} did not answer within {timeout:g} s")
+    raise Timeout(f"the node at {path} did not answer within {timeout:g} s", timeout=timeout)

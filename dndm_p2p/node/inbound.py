@@ -110,7 +110,11 @@ class InboundLink:
             while True:
                 bodies = await read_frames()
                 if not bodies:
-                    raise ConnectionLost(f"publisher {self.peer} ended the link on {self.route}")
+                    raise ConnectionLost(
+                        f"publisher {self.peer} ended the link on {self.route}",
+                        peer=self.peer,
+                        route=str(self.route),
+                    )
                 credit = 0
                 for body in bodies:
                     try:

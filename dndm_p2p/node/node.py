@@ -216,7 +216,7 @@ class Node:
             components.append(
                 AddressBookSaver(self.address_book, _ADDRESS_BOOK_SAVE, self.report_error)
             )
-        if config.dht or config.gossip or config.bootstrap or config.mdns:
+        if config.discovers:
             self.discovery = Discovery(self._services)
             components.append(self.discovery)
         return components

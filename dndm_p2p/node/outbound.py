@@ -265,7 +265,11 @@ class OutboundLink:
         while True:
             frame = await read_message(reader, control_pb2.DataFrame)
             if frame is None:
-                raise ConnectionLost(f"subscriber {self.peer} closed the link on {self.route}")
+                raise ConnectionLost(
+                    f"subscriber {self.peer} closed the link on {self.route}",
+                    peer=self.peer,
+                    route=str(self.route),
+                )
             kind = frame.WhichOneof("body")
             if kind == "ack":
                 self._on_ack(frame.ack)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
 from protocols.errors import ConfigError
+from protocols.validation import bound_problem
 from simnet.scenario.specs import (
     DISCOVERY_MODES,
     EVENT_KINDS,
@@ -172,9 +173,9 @@ def _integer(low: int, high: int | None = None) -> Callable[[Any, str], int]:
     def parse(value: Any, name: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Bad(name, f"must be an integer, not {_kind(value)}")
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" + (f" and <= {high}" if high is not None else "")
-            raise _Bad(name, f"must be an integer {bound}, not {value!r}")
+        problem = bound_problem(value, "an integer", integer=True, at_least=low, at_most=high)
+        if problem is not None:
+            raise _Bad(name, problem)
         return value
 
     return parse

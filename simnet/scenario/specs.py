@@ -108,7 +108,8 @@ class JoinSpec:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """DNDM node settings for every simulated node (``NodeConfig`` fields)."""
+    """DNDM node settings for every simulated node (``NodeConfig`` fields; ``namespace_depth``
+    is its ``GossipConfig``'s)."""
 
     ping_interval: float = 10.0
     ping_timeout: float = 30.0

@@ -35,7 +35,7 @@ from dndm_p2p.cli.msgtypes import (
 from dndm_p2p.cli.options import BOOTSTRAP_MAX_CONNECTIONS
 from dndm_p2p.cli.running import node_config
 from dndm_p2p.cli.runtime import default_admin_socket
-from dndm_p2p.config import NodeConfig
+from dndm_p2p.config import DhtConfig, GossipConfig, MdnsConfig, NodeConfig
 from dndm_p2p.errors import ConfigError
 from dndm_p2p.host.identity import load_identity, peer_id_of
 from dndm_p2p.node.admin import AdminServer
@@ -436,12 +436,17 @@ def config_of(*argv: str) -> NodeConfig:
     return node_config(parse_args(list(argv)))
 
 
+def discovery_of(config: NodeConfig) -> tuple[bool, bool, bool]:
+    """Whether ``config`` runs the DHT, gossip and mDNS."""
+    return (config.dht is not None, config.gossip is not None, config.mdns is not None)
+
+
 def test_dndm_node_discovers_by_default(runtime_dir: Path) -> None:
     config = config_of("node")
-    assert (config.dht, config.gossip, config.mdns) == (True, True, True)
-    assert config.mdns_interfaces == ("127.0.0.1",)
+    assert discovery_of(config) == (True, True, True)
+    assert config.mdns == MdnsConfig(interfaces=("127.0.0.1",))
     assert config.bootstrap == ()
-    assert not config.bootstrap_server
+    assert config.gossip == GossipConfig(relay_all=False)  # not a bootstrap server
     assert config.max_connections == NodeConfig().max_connections
     assert config.address_book is None  # no key file: nowhere obvious to keep it
     assert config.admin_socket == runtime_dir / f"node-{os.getpid()}.sock"
@@ -465,18 +470,18 @@ def test_dndm_node_discovery_options(runtime_dir: Path) -> None:
         "/run/dndm/hub.sock",
     )
     assert config.bootstrap == (BOOT, BOOT2)
-    assert (config.dht, config.gossip, config.mdns) == (True, False, True)
-    assert config.mdns_interfaces == ("127.0.0.1", "127.0.0.2")
+    assert discovery_of(config) == (True, False, True)
+    assert config.mdns == MdnsConfig(interfaces=("127.0.0.1", "127.0.0.2"))
     assert config.address_book == Path("/var/lib/dndm/peers")
     assert config.admin_socket == Path("/run/dndm/hub.sock")
     config = config_of("node", "--no-dht", "--no-mdns")
-    assert (config.dht, config.gossip, config.mdns) == (False, True, False)
+    assert discovery_of(config) == (False, True, False)
 
 
 def test_dndm_node_bootstrap_runs_a_server(runtime_dir: Path) -> None:
     config = config_of("node", "--bootstrap")
-    assert config.bootstrap_server
-    assert (config.dht, config.gossip) == (True, True)
+    assert config.gossip == GossipConfig(relay_all=True)  # relays every advert topic
+    assert config.dht == DhtConfig(server=True)
     assert config.max_connections == BOOTSTRAP_MAX_CONNECTIONS
     with pytest.raises(ConfigError, match="cannot go with --no-dht"):
         config_of("node", "--bootstrap", "--no-dht")
@@ -510,13 +515,13 @@ def test_a_runtime_directory_that_is_not_private_is_refused(runtime_dir: Path) -
 @pytest.mark.parametrize("command", ["pub", "sub"])
 def test_pub_and_sub_discover_only_with_a_bootstrap_peer(command: str, runtime_dir: Path) -> None:
     plain = config_of(command, "r", "--type", "T")
-    assert (plain.dht, plain.gossip, plain.mdns) == (False, False, False)
+    assert discovery_of(plain) == (False, False, False)
     assert plain.admin_socket is None
     assert plain.address_book is None
     found = config_of(command, "r", "--type", "T", "--bootstrap-peer", BOOT)
     assert found.bootstrap == (BOOT,)
-    assert (found.dht, found.gossip, found.mdns) == (True, True, False)
-    assert config_of(command, "r", "--type", "T", "--bootstrap-peer", BOOT, "--no-dht").dht is False
+    assert discovery_of(found) == (True, True, False)
+    assert config_of(command, "r", "--type", "T", "--bootstrap-peer", BOOT, "--no-dht").dht is None
 
 
 @pytest.mark.parametrize(

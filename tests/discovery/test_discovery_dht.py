@@ -19,7 +19,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from dht.keys import MAX_ROUTED_KEY_LENGTH, RouteSide, key_bytes, node_record_key, route_key
 from dht.records import DndmValidator, open_node_record, sign_node_record
-from dndm_p2p.config import NodeConfig
+from dndm_p2p.config import DhtConfig, GossipConfig, NodeConfig
 from dndm_p2p.core.route import HashedRoute, PlainRoute
 from dndm_p2p.errors import MalformedFrame
 from dndm_p2p.host.build import HostConfig, running_host
@@ -92,18 +92,28 @@ def test_forged_and_oversize_node_records_are_refused() -> None:
 
 
 @asynccontextmanager
-async def bootstrapped(count: int, **config: Any) -> AsyncIterator[tuple[Node, list[Node]]]:
-    """A bootstrap server and ``count`` nodes that know only its address.
+async def bootstrapped(
+    count: int, *, dht: bool, gossip: bool
+) -> AsyncIterator[tuple[Node, list[Node]]]:
+    """A bootstrap server and ``count`` nodes that know only its address, discovering through
+    the DHT, gossip, or both.
 
     Default health-check timings: a mesh of 20 pinging at FAST's rate saturates a small CPU.
     """
+    dht_config = DhtConfig() if dht else None
     async with AsyncExitStack() as stack:
+        boot_gossip = GossipConfig(relay_all=True) if gossip else None
         boot = await stack.enter_async_context(
-            Node(NodeConfig(name="boot", bootstrap_server=True, **config))
+            Node(NodeConfig(name="boot", dht=dht_config, gossip=boot_gossip))
         )
         nodes = []
         for i in range(count):
-            node_config = NodeConfig(name=f"n{i}", bootstrap=(boot.addrs[0],), **config)
+            node_config = NodeConfig(
+                name=f"n{i}",
+                bootstrap=(boot.addrs[0],),
+                dht=dht_config,
+                gossip=GossipConfig() if gossip else None,
+            )
             nodes.append(await stack.enter_async_context(Node(node_config)))
         yield boot, nodes
 
@@ -136,7 +146,7 @@ async def test_a_plain_libp2p_dht_peer_finds_our_provider_records() -> None:
     """A host configured like a go or js peer (kad-dht server, nothing of DNDM) finds who
     publishes a route by the route's CID key."""
     async with (
-        Node(NodeConfig(name="pub", dht=True, **FAST)) as pub,
+        Node(NodeConfig(name="pub", dht=DhtConfig(), **FAST)) as pub,
         running_host(generate_identity(), HostConfig()) as host,
     ):
         kad = KadDHT(host, DHTMode.SERVER)
@@ -160,7 +170,7 @@ async def test_a_plain_libp2p_dht_peer_finds_our_provider_records() -> None:
 
 
 async def test_a_closed_handle_is_no_longer_provided() -> None:
-    async with Node(NodeConfig(name="pub", dht=True, **FAST)) as pub:
+    async with Node(NodeConfig(name="pub", dht=DhtConfig(), **FAST)) as pub:
         assert pub.discovery is not None
         assert pub.discovery.dht is not None
         dht = pub.discovery.dht
@@ -186,11 +196,14 @@ async def test_a_bootstrap_node_down_at_start_is_joined_when_it_comes_up(tmp_pat
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     boot_addr = f"/ip4/127.0.0.1/tcp/{port}"
-    config = NodeConfig(name="n", dht=True, bootstrap=(f"{boot_addr}/p2p/{boot_id}",))
+    config = NodeConfig(name="n", dht=DhtConfig(), bootstrap=(f"{boot_addr}/p2p/{boot_id}",))
     async with Node(config) as node:
         assert any("no bootstrap node" in str(e) for e in node.errors)
         boot_config = NodeConfig(
-            name="boot", dht=True, bootstrap_server=True, key_file=key_file, listen=(boot_addr,)
+            name="boot",
+            dht=DhtConfig(),
+            key_file=key_file,
+            listen=(boot_addr,),
         )
         async with Node(boot_config) as boot:
             await eventually(lambda: node.session(boot.peer_id) is not None, seconds=30)

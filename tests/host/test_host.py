@@ -493,7 +493,7 @@ def test_quic_adds_a_quic_address_per_tcp_address() -> None:
         ({"listen": (f"/ip4/127.0.0.1/tcp/0/p2p/{peer_id_of(generate_identity())}",)}, "not supp"),
         ({"listen": ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0")}, "more than once"),
         ({"listen": ("/ip4/127.0.0.1/udp/0/quic-v1",)}, "quic=True"),
-        ({"quic": 1}, "quic must be a bool"),
+        ({"quic": 1}, "quic: must be a bool"),
         ({"max_connections": 0}, "max_connections"),
         ({"max_connections": True}, "max_connections"),
         ({"negotiate_timeout": 0.5}, "negotiate_timeout"),

@@ -1,0 +1,99 @@
+"""Discovery settings: the gossip and mDNS configs a node nests (times in seconds).
+
+Importing this module loads no py-libp2p module, so :class:`dndm_p2p.config.NodeConfig` can
+name these classes; :mod:`dndm_p2p.discovery.gossip` and :mod:`dndm_p2p.discovery.mdns` use
+them.  Every field is checked on construction (:class:`~dndm_p2p.errors.ConfigError` naming
+the field).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dndm_p2p.errors import ConfigError
+from protocols.validation import check_count, check_flag, check_seconds, check_strings, invalid
+
+__all__ = ["GossipConfig", "MdnsConfig", "interface_addresses"]
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """How adverts are gossiped.
+
+    :param heartbeat: GossipSub heartbeat, seconds (mesh upkeep, gossip); also how often a
+        ``relay_all`` node looks for new topics.
+    :param min_interval: at most one publish per namespace per this many seconds; adverts
+        announced in between are sent together.
+    :param advert_ttl: receivers forget an advert not refreshed within this many seconds.
+    :param refresh: live adverts are re-announced this often (less than ``advert_ttl``).
+    :param relay_all: join every advert topic a connected peer subscribes to, so this node
+        relays them (for bootstrap servers).
+    :param namespace_depth: how many leading path segments of a route name its advert
+        namespace (its GossipSub topic).
+    """
+
+    heartbeat: float = 1.0
+    min_interval: float = 0.25
+    advert_ttl: float = 60.0
+    refresh: float = 20.0
+    relay_all: bool = False
+    namespace_depth: int = 1
+
+    def __post_init__(self) -> None:
+        check_seconds(self, "heartbeat", at_least=0.01)
+        check_seconds(self, "min_interval", at_least=0)
+        check_seconds(self, "advert_ttl", at_least=0.01)
+        check_seconds(self, "refresh", at_least=0.01)
+        if self.refresh >= self.advert_ttl:
+            raise invalid(
+                self,
+                "refresh",
+                f"must be shorter than advert_ttl ({self.advert_ttl:g} s), or adverts expire "
+                f"between refreshes; not {self.refresh:g} s",
+            )
+        check_flag(self, "relay_all")
+        check_count(self, "namespace_depth", at_least=1)
+
+
+@dataclass(frozen=True, slots=True)
+class MdnsConfig:
+    """mDNS discovery on the LAN, bound to these interface addresses only.
+
+    :param interfaces: IP addresses of this machine's interfaces (``"127.0.0.1"``,
+        ``"192.168.1.5"``); queries and announcements leave through those and no other.
+    """
+
+    interfaces: tuple[str, ...] = ("127.0.0.1",)
+
+    def __post_init__(self) -> None:
+        check_strings(self, "interfaces")
+        try:
+            interface_addresses(self.interfaces)
+        except ConfigError as exc:
+            raise invalid(self, "interfaces", str(exc)) from None
+
+
+def interface_addresses(
+    interfaces: Iterable[str],
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """The distinct IP addresses ``interfaces`` names, in order.
+
+    :raises ConfigError: ``interfaces`` is one string, is empty, or holds something that is
+        not an IP address.
+    """
+    if isinstance(interfaces, str):
+        raise ConfigError("mDNS interfaces are a sequence of IP addresses, not one string")
+    parsed = []
+    for text in interfaces:
+        try:
+            parsed.append(ipaddress.ip_address(text))
+        except ValueError:
+            raise ConfigError(
+                f"mDNS interface {text!r} is not an IP address (give the address of the "
+                "interface, e.g. 127.0.0.1)"
+            ) from None
+    if not parsed:
+        raise ConfigError("mDNS needs at least one interface address")
+    return tuple(dict.fromkeys(parsed))
