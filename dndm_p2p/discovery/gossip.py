@@ -49,14 +49,12 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import trio
-from libp2p.abc import IHost, INetStream, INotifee, ISubscriptionAPI
+from libp2p.abc import IHost, ISubscriptionAPI
 from libp2p.exceptions import BaseLibp2pError
-from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.pubsub.validators import signature_validator
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
@@ -69,9 +67,10 @@ from dndm_p2p.discovery.announcements import (
     encode_announcements,
 )
 from dndm_p2p.discovery.config import GossipConfig
+from dndm_p2p.discovery.namespaces import TOPIC_PREFIX, check_namespace, topic_for, topic_namespace
+from dndm_p2p.discovery.pubsub import AdvertPubsub, lone_error, remove_notifee
 from dndm_p2p.errors import ConfigError, ProtocolError
 from protocols.libp2p_fixes.pubsub import (
-    FixedPubsub,
     FloodPublishGossipSub,
     steady_heartbeat_options,
 )
@@ -82,24 +81,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GOSSIP_PROTOCOLS",
-    "TOPIC_PREFIX",
     "Announcement",
     "GossipAdverts",
     "GossipConfig",
     "GossipStats",
     "gossipsub_options",
-    "namespace_of",
-    "topic_for",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Every advert topic starts with this; the namespace follows.
-TOPIC_PREFIX = "/dndm/adverts/1.0.0/"
 #: The GossipSub protocol versions offered, most preferred first.
 GOSSIP_PROTOCOLS = (PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID)
-#: The longest namespace accepted.
-MAX_NAMESPACE_LENGTH = 200
 #: Most adverts waiting to be sent in one namespace; beyond it new handles are dropped.
 MAX_PENDING_ADVERTS = 10_000
 #: Most topics a ``relay_all`` node joins only to relay them.
@@ -169,28 +161,6 @@ class GossipStats:
         return {**counters, "rejected": self.rejected}
 
 
-def topic_for(namespace: str) -> str:
-    """The GossipSub topic of ``namespace``: ``/dndm/adverts/1.0.0/<namespace>``.
-
-    :raises ConfigError: ``namespace`` is empty, longer than 200 characters, or holds a ``/``,
-        whitespace or a control character.
-    """
-    _check_namespace(namespace)
-    return TOPIC_PREFIX + namespace
-
-
-def namespace_of(topic: str) -> str | None:
-    """The namespace of an advert topic, or None if ``topic`` is not a valid one."""
-    if not topic.startswith(TOPIC_PREFIX):
-        return None
-    namespace = topic[len(TOPIC_PREFIX) :]
-    try:
-        _check_namespace(namespace)
-    except ConfigError:
-        return None
-    return namespace
-
-
 def gossipsub_options(heartbeat: float) -> dict[str, Any]:
     """The GossipSub settings DNDM uses (see the module doc), as keyword arguments.
 
@@ -258,7 +228,7 @@ class GossipAdverts:
 
     def join(self, namespace: str) -> None:
         """Receive the Announcements of ``namespace`` (counted: as often as :meth:`leave`)."""
-        _check_namespace(namespace)
+        check_namespace(namespace)
         self._joined[namespace] = self._joined.get(namespace, 0) + 1
         self._topics_changed.set()
 
@@ -292,7 +262,7 @@ class GossipAdverts:
         refreshes of its ``handle_id``.  Of several adverts queued for one handle before the
         next publish, only the last is sent.  The advert is copied.
         """
-        _check_namespace(namespace)
+        check_namespace(namespace)
         if not isinstance(advert, advert_pb2.Advert):
             raise ConfigError(f"advert must be a dndm.v1.Advert, not {type(advert).__name__}")
         copy = advert_pb2.Advert()
@@ -334,7 +304,7 @@ class GossipAdverts:
         try:
             await self._run(task_status)
         except BaseExceptionGroup as group:
-            lone = _lone_error(group)
+            lone = lone_error(group)
             if lone is None:
                 raise
         else:
@@ -352,7 +322,7 @@ class GossipAdverts:
         notifees_before = list(getattr(network, "notifees", []))
         router = FloodPublishGossipSub(**gossipsub_options(self.config.heartbeat))
         router.flood_relay = self.config.relay_all
-        pubsub = _DndmPubsub(
+        pubsub = AdvertPubsub(
             self.host,
             router,
             on_bad_signature=self._count_bad_signature,
@@ -378,11 +348,11 @@ class GossipAdverts:
             for protocol in GOSSIP_PROTOCOLS:
                 self.host.remove_stream_handler(protocol)
             for notifee in added_notifees:
-                _remove_notifee(network, notifee)
+                remove_notifee(network, notifee)
             with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_GRACE):
                 await pubsub.reset_streams()
 
-    async def _topics_loop(self, pubsub: _DndmPubsub, nursery: trio.Nursery) -> None:
+    async def _topics_loop(self, pubsub: AdvertPubsub, nursery: trio.Nursery) -> None:
         """Keep the subscriptions in line with the joined (and relayed) namespaces."""
         while True:
             self._topics_changed = trio.Event()
@@ -408,7 +378,7 @@ class GossipAdverts:
         for topic, peers in sorted(pubsub.peer_topics.items()):
             if len(found) >= limit:
                 break
-            if peers and namespace_of(topic) is not None:
+            if peers and topic_namespace(topic) is not None:
                 found.add(topic)
         return found
 
@@ -551,7 +521,7 @@ class GossipAdverts:
 
     def _peer_subscription(self, topic: str) -> None:
         """A peer (un)subscribed to ``topic``: look at the topics now, not at the next beat."""
-        namespace = namespace_of(topic)
+        namespace = topic_namespace(topic)
         if namespace is not None and (self.config.relay_all or namespace in self._live):
             self._topics_changed.set()
 
@@ -562,91 +532,6 @@ class GossipAdverts:
         self.stats.bad_streams += 1
 
 
-class _DndmPubsub(FixedPubsub):
-    """The fixed Pubsub (StrictSign), counting bad signatures and malformed RPCs, reporting
-    peers' subscriptions, and able to reset its streams.
-
-    * py-libp2p drops a message with a missing or bad signature without telling anyone; this
-      checks the signature first, to count it.
-    * Its streams are left open when its service stops, so peers would keep sending to a
-      stopped pubsub; :meth:`reset_streams` resets them.
-    """
-
-    def __init__(
-        self,
-        host: IHost,
-        router: GossipSub,
-        *,
-        on_bad_signature: Callable[[], None],
-        on_bad_stream: Callable[[], None],
-        on_subscription: Callable[[str], None] | None = None,
-    ) -> None:
-        super().__init__(
-            host, router, strict_signing=True, on_malformed_rpc=lambda _peer: on_bad_stream()
-        )
-        self._on_subscription = on_subscription
-        self._on_bad_signature = on_bad_signature
-        self._inbound: set[INetStream] = set()
-
-    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
-        """Count and drop a message from a peer whose signature fails; else as py-libp2p."""
-        if msg_forwarder != self.my_id and not signature_validator(msg):
-            self._on_bad_signature()
-            logger.debug("message from %s with a bad signature dropped", msg_forwarder)
-            return
-        await super().push_msg(msg_forwarder, msg)
-
-    def handle_subscription(self, origin_id: ID, sub_message: rpc_pb2.RPC.SubOpts) -> None:
-        """Record a peer's (un)subscription, as py-libp2p does, and report its topic."""
-        super().handle_subscription(origin_id, sub_message)
-        if self._on_subscription is not None:
-            self._on_subscription(sub_message.topicid)
-
-    async def stream_handler(self, stream: INetStream) -> None:
-        """Serve an inbound pubsub stream as the fixed Pubsub does, keeping it for
-        :meth:`reset_streams` while it is served."""
-        self._inbound.add(stream)
-        try:
-            await super().stream_handler(stream)
-        finally:
-            self._inbound.discard(stream)
-
-    async def reset_streams(self) -> None:
-        """Reset every pubsub stream, inbound and outbound."""
-        streams = [*self.peers.values(), *self._inbound]
-        self.peers.clear()
-        self._inbound.clear()
-        for stream in streams:
-            try:
-                await stream.reset()
-            except (StreamError, BaseLibp2pError, OSError) as exc:
-                logger.debug("resetting a pubsub stream failed: %s", exc)
-
-
-def _remove_notifee(network: object, notifee: INotifee) -> None:
-    """Unregister ``notifee`` from the swarm (the abstract network has no such method)."""
-    remove = getattr(network, "remove_notifee", None)
-    if callable(remove):
-        remove(notifee)
-
-
-def _lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception in ``group``'s nested groups that is not a ``trio.Cancelled``.
-
-    py-libp2p's services nest nurseries, so an error in one of our tasks (or the services)
-    comes out wrapped in several groups, next to the cancellations it caused.
-    """
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled):
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else None
-
-
 def _b58(message: rpc_pb2.Message) -> str:
     """The base58 peer id of a message's signer (or its raw bytes in hex if it is no id)."""
     try:
@@ -655,12 +540,3 @@ def _b58(message: rpc_pb2.Message) -> str:
         return message.from_id.hex()
 
 
-def _check_namespace(namespace: object) -> None:
-    if not isinstance(namespace, str):
-        raise ConfigError(f"a namespace is a string, not {type(namespace).__name__}")
-    if not 0 < len(namespace) <= MAX_NAMESPACE_LENGTH:
-        raise ConfigError(f"a namespace has 1 to {MAX_NAMESPACE_LENGTH} characters")
-    if "/" in namespace or any(char.isspace() or not char.isprintable() for char in namespace):
-        raise ConfigError(
-            f"namespace {namespace[:80]!r} holds a '/', whitespace or a control character"
-        )

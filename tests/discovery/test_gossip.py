@@ -25,10 +25,9 @@ from dndm_p2p.discovery.gossip import (
     Announcement,
     GossipAdverts,
     GossipConfig,
-    _DndmPubsub,
-    namespace_of,
-    topic_for,
 )
+from dndm_p2p.discovery.namespaces import topic_for, topic_namespace
+from dndm_p2p.discovery.pubsub import AdvertPubsub
 from dndm_p2p.errors import ConfigError
 from dndm_p2p.host.build import connect, listen_addrs, running_host
 from dndm_p2p.host.identity import generate_identity
@@ -128,7 +127,7 @@ async def plain_peer(
             heartbeat_interval=1,
         )  # fmt: skip
         pubsub = (
-            _DndmPubsub(host, router, on_bad_signature=noop, on_bad_stream=noop)
+            AdvertPubsub(host, router, on_bad_signature=noop, on_bad_stream=noop)
             if whole_writes
             else Pubsub(host, router, strict_signing=True)
         )
@@ -165,9 +164,9 @@ def has_advert(
 
 def test_topic_names() -> None:
     assert topic_for("robot") == "/dndm/adverts/1.0.0/robot"
-    assert namespace_of("/dndm/adverts/1.0.0/robot") == "robot"
-    assert namespace_of("/other/robot") is None
-    assert namespace_of("/dndm/adverts/1.0.0/a/b") is None
+    assert topic_namespace("/dndm/adverts/1.0.0/robot") == "robot"
+    assert topic_namespace("/other/robot") is None
+    assert topic_namespace("/dndm/adverts/1.0.0/a/b") is None
     for bad in ("", "a/b", "a b", "x" * 201, "tab\t"):
         with pytest.raises(ConfigError):
             topic_for(bad)

@@ -22,7 +22,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes
 
-from dndm_p2p.discovery.gossip import GOSSIP_PROTOCOLS, gossipsub_options, topic_for
+from dndm_p2p.discovery.gossip import GOSSIP_PROTOCOLS, gossipsub_options
+from dndm_p2p.discovery.namespaces import topic_for
 from dndm_p2p.host.build import build_host, connect, listen_addrs, running_host
 from dndm_p2p.host.identity import generate_identity, peer_id_of
 from protocols.libp2p_fixes.pubsub import FixedPubsub, FloodPublishGossipSub
