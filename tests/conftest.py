@@ -12,30 +12,7 @@ import trio.testing
 
 from dndm_p2p import Router
 from tests.support.libp2p_patches import changes, snapshot
-
-
-def live_tasks() -> set[trio.lowlevel.Task]:
-    """Every task alive in this trio run."""
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    found: set[trio.lowlevel.Task] = set()
-    stack = [root]
-    while stack:
-        task = stack.pop()
-        found.add(task)
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return found
-
-
-class SpawnCounter(trio.abc.Instrument):
-    """A trio instrument that counts task spawns while installed."""
-
-    def __init__(self) -> None:
-        self.spawned = 0
-
-    def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        self.spawned += 1
+from tests.support.trio_checks import live_tasks
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -14,8 +14,8 @@ import trio.lowlevel
 import trio.testing
 
 from dndm_p2p import Closed, PlainRoute, RouteError, Router, TypeMismatch, parse_route
-from tests.conftest import SpawnCounter
 from tests.proto.messages_pb2 import Bar, Foo
+from tests.support.trio_checks import SpawnCounter
 
 
 async def test_H1_no_consumer_steals_messages_from_another(router: Router) -> None:

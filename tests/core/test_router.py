@@ -23,8 +23,8 @@ from dndm_p2p import (
     TypeMismatch,
     WouldBlock,
 )
-from tests.conftest import SpawnCounter
 from tests.proto.messages_pb2 import Bar, Foo
+from tests.support.trio_checks import SpawnCounter
 
 
 async def test_publish_then_subscribe_links_and_delivers(router: Router) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from dht.keys import MAX_ROUTED_KEY_LENGTH, RouteSide, key_bytes, node_record_key, route_key
 from dht.records import DndmValidator, open_node_record, sign_node_record
-from dndm_p2p.config import DhtConfig, GossipConfig, NodeConfig
+from dndm_p2p.config import DhtConfig, NodeConfig
 from dndm_p2p.core.route import HashedRoute, PlainRoute
 from dndm_p2p.errors import MalformedFrame
 from dndm_p2p.host.build import HostConfig, running_host
@@ -27,6 +25,9 @@ from dndm_p2p.host.identity import generate_identity, load_or_create_identity
 from dndm_p2p.node.node import Node
 from protocols.libp2p_fixes.kad import apply_kad_fixes
 from protocols.v1 import ping_pb2
+from tests.support.discovery import (
+    bootstrapped,
+)
 from tests.support.nodes import FAST, eventually, receive
 
 ROUTE = "robot.arm.temp"
@@ -90,32 +91,6 @@ def test_forged_and_oversize_node_records_are_refused() -> None:
 
 # -- a mesh that knows only its bootstrap node ----------------------------------------------------
 
-
-@asynccontextmanager
-async def bootstrapped(
-    count: int, *, dht: bool, gossip: bool
-) -> AsyncIterator[tuple[Node, list[Node]]]:
-    """A bootstrap server and ``count`` nodes that know only its address, discovering through
-    the DHT, gossip, or both.
-
-    Default health-check timings: a mesh of 20 pinging at FAST's rate saturates a small CPU.
-    """
-    dht_config = DhtConfig() if dht else None
-    async with AsyncExitStack() as stack:
-        boot_gossip = GossipConfig(relay_all=True) if gossip else None
-        boot = await stack.enter_async_context(
-            Node(NodeConfig(name="boot", dht=dht_config, gossip=boot_gossip))
-        )
-        nodes = []
-        for i in range(count):
-            node_config = NodeConfig(
-                name=f"n{i}",
-                bootstrap=(boot.addrs[0],),
-                dht=dht_config,
-                gossip=GossipConfig() if gossip else None,
-            )
-            nodes.append(await stack.enter_async_context(Node(node_config)))
-        yield boot, nodes
 
 
 @pytest.mark.slow

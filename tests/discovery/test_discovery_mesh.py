@@ -11,8 +11,10 @@ import trio
 from dndm_p2p.core.route import HashedRoute, PlainRoute
 from dndm_p2p.node.node import Node
 from protocols.v1 import ping_pb2
-from tests.discovery.test_discovery_dht import ROUTE, bootstrapped
+from tests.support.discovery import bootstrapped
 from tests.support.nodes import receive
+
+ROUTE = "robot.arm.temp"
 
 pytestmark = pytest.mark.slow
 

@@ -40,7 +40,7 @@ from protocols.libp2p_fixes.host import (
     track_listeners,
     unwrap_host_run_exception,
 )
-from tests.conftest import live_tasks
+from tests.support.trio_checks import live_tasks
 
 
 def free_port() -> int:

@@ -26,8 +26,8 @@ import pytest
 import trio
 
 from dndm_p2p.host.identity import load_or_create_identity, peer_id_of
-from tests.node.test_multiprocess import Cluster, Proc, Record, cluster
 from tests.support.natlab import LAN_HOST, PORT, PUBLIC_IP, NatLab, lab_unavailable
+from tests.support.processes import Cluster, Proc, Record, cluster
 
 _UNAVAILABLE = lab_unavailable()
 pytestmark = [

@@ -39,7 +39,8 @@ from protocols.v1 import (
     ping_pb2,
     result_pb2,
 )
-from tests.node.test_hostile_peers import (
+from tests.proto.messages_pb2 import Foo
+from tests.support.hostile import (
     FOO,
     WAIT,
     Arena,
@@ -49,11 +50,10 @@ from tests.node.test_hostile_peers import (
     hello,
     hostile_peer,
     is_libp2p_inbound_handler,
-    live_tasks,
     settled_new_tasks,
     varint,
 )
-from tests.proto.messages_pb2 import Foo
+from tests.support.trio_checks import live_tasks
 
 #: Background work that outlives an example by design, bounded by the node's configuration:
 #: a reliable link whose subscriber left waits ``reliable_grace`` for it to come back.

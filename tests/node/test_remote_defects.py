@@ -15,9 +15,9 @@ import trio.testing
 from dndm_p2p import Closed, ConfigError, Unavailable
 from dndm_p2p.config import NodeConfig
 from dndm_p2p.node.node import Node
-from tests.conftest import live_tasks
 from tests.proto.messages_pb2 import Bar, Foo
 from tests.support.nodes import FAST, mesh, receive
+from tests.support.trio_checks import live_tasks
 
 
 async def test_H6_messages_in_flight_after_unsubscribing_do_not_break_the_connection() -> None:
