@@ -206,3 +206,21 @@ def test_the_node_is_still_served_by_the_top_level_package() -> None:
 def test_top_level_of_dndm_p2p_stays_small() -> None:
     top = [p for p in (ROOT / "dndm_p2p").glob("*.py")]
     assert len(top) <= 12, sorted(p.name for p in top)
+
+
+def test_tests_share_code_through_support_and_fixtures_only() -> None:
+    """No test imports ``conftest`` or another test module: shared code is in tests/support."""
+    offending = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                last = name.split(".")[-1]
+                if name.startswith("tests.") and (last == "conftest" or last.startswith("test_")):
+                    offending.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offending, "\n".join(offending)
