@@ -10,13 +10,14 @@ is the exception the block raised; a failure of a background task is never hidde
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
 
 import trio
 
 from protocols.errors import DndmError
 
-__all__ = ["open_owned_nursery", "race"]
+__all__ = ["StackOwner", "open_owned_nursery", "race"]
 
 
 @asynccontextmanager
@@ -38,6 +39,34 @@ async def open_owned_nursery() -> AsyncIterator[trio.Nursery]:
     if lone is not None:
         # Raised outside the except block, so the group does not become its __context__.
         raise lone
+
+
+class StackOwner:
+    """Base of objects whose ``async with`` block owns an :class:`AsyncExitStack`.
+
+    A subclass's ``__aenter__`` enters what the block owns (an owned nursery, handles, …) on a
+    stack and stores it in ``_stack``.  Leaving the block runs :meth:`_on_exit` (synchronous:
+    close what must stop before the nursery waits for its tasks; ``_stack`` is still set), then
+    unwinds the stack with the block's exception, so the nursery sees it.  Leaving twice, or
+    without entering, does nothing but :meth:`_on_exit`.
+    """
+
+    _stack: AsyncExitStack | None = None
+
+    def _on_exit(self) -> None:
+        """Called when the block is left, before the stack unwinds."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._on_exit()
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
 
 
 def _only_member(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import trio
@@ -26,7 +25,7 @@ from dndm_p2p.core.pattern import Pattern, is_pattern
 from dndm_p2p.core.qos import NoInterestPolicy, Overflow, QoS
 from dndm_p2p.core.route import PlainRoute, Route, message_full_name, parse_route
 from dndm_p2p.errors import Closed, ConfigError, RouteError, TypeMismatch
-from dndm_p2p.nurseries import open_owned_nursery
+from dndm_p2p.nurseries import StackOwner, open_owned_nursery
 
 __all__ = ["RouteInfo", "Router"]
 
@@ -42,7 +41,7 @@ class RouteInfo:
     interests: int
 
 
-class Router:
+class Router(StackOwner):
     """Links intents and interests in one process.
 
     Use it as an async context manager::
@@ -76,19 +75,10 @@ class Router:
         self._stack = stack
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        """Close every handle, then end the callback nursery, handing it the block's exception."""
+    def _on_exit(self) -> None:
+        """Leaving the block closes every handle, then the callback nursery ends."""
         self.close()
-        stack, self._stack = self._stack, None
         self._nursery = None
-        if stack is None:
-            return None
-        return await stack.__aexit__(exc_type, exc, tb)
 
     @property
     def closed(self) -> bool:

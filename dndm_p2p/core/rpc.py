@@ -17,7 +17,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, closing
-from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 import trio
@@ -27,7 +26,7 @@ from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
 from dndm_p2p.core.route import message_full_name
 from dndm_p2p.errors import Closed, ConfigError, Timeout
-from dndm_p2p.nurseries import open_owned_nursery
+from dndm_p2p.nurseries import StackOwner, open_owned_nursery
 
 __all__ = ["Caller", "Service"]
 
@@ -75,7 +74,7 @@ class _Endpoint(Generic[Req, Resp]):
         self._depth = depth
 
 
-class Caller(_Endpoint[Req, Resp]):
+class Caller(StackOwner, _Endpoint[Req, Resp]):
     """Sends requests to the services on ``path`` and waits for their replies.
 
     Use it as an async context manager; :meth:`call` may be used by many tasks at once.
@@ -119,20 +118,12 @@ class Caller(_Endpoint[Req, Resp]):
         self._stack = stack
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
+    def _on_exit(self) -> None:
+        """Leaving the block ends every waiting call, then the reply route."""
         self._requests = None
         for channel in self._waiting.values():
             channel.close()
         self._waiting.clear()
-        if stack is None:
-            return None
-        return await stack.__aexit__(exc_type, exc, tb)
 
     async def _deliver_replies(self, replies: Interest[Resp]) -> None:
         field = self._field

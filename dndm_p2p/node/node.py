@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -56,7 +55,7 @@ from dndm_p2p.node.session import PeerSession
 from dndm_p2p.node.snapshots import known_routes, link_stats, peer_infos
 from dndm_p2p.node.types import KnownRoute, LinkStats, NodeEvent, PeerInfo
 from dndm_p2p.node.watcher import ConnectionWatcher
-from dndm_p2p.nurseries import open_owned_nursery
+from dndm_p2p.nurseries import StackOwner, open_owned_nursery
 from protocols.ids import CONTROL_PROTOCOL_ID, DATA_PROTOCOL_ID
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ _MAX_KEPT_ERRORS = 100
 _ADDRESS_BOOK_SAVE = 30.0
 
 
-class Node:
+class Node(StackOwner):
     """A DNDM node on libp2p (see the module docstring)."""
 
     def __init__(
@@ -229,18 +228,11 @@ class Node:
                 # From now on, relayed addresses are dialled through the NAT component.
                 set_circuit_dialer(self.host, self.nat.dial)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        self._closing = True
-        self.router.close()
-        return await stack.__aexit__(exc_type, exc, tb)
+    def _on_exit(self) -> None:
+        """Leaving the block closes every handle; then sessions, components and the host stop."""
+        if self._stack is not None:
+            self._closing = True
+            self.router.close()
 
     async def _shutdown(self) -> None:
         """Close sessions and links before the host goes away (runs inside the nursery)."""
