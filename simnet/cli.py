@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from dndm_p2p.cli.options import positive_float, positive_int
 from protocols.errors import ConfigError
 
 # The runner, the reports and the scenarios (py-libp2p under them) are imported by the handler
@@ -43,20 +44,6 @@ _HEADLINE_KEYS = (
     "delivery_ratio_steady",
     "delivery_s_p95",
 )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -84,10 +71,10 @@ def _add_commands(top: argparse.ArgumentParser) -> None:
     commands = top.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run a scenario (a TOML file or a stock name)")
     run.add_argument("scenario", help="scenario file, or a stock scenario name")
-    run.add_argument("--nodes", type=_positive_int, help="number of nodes (scenario's default)")
+    run.add_argument("--nodes", type=positive_int, help="number of nodes (scenario's default)")
     run.add_argument("--seed", type=int, help="seed (scenario's default)")
     run.add_argument("--out", type=Path, help="run directory (default runs/<name>-…)")
-    run.add_argument("--watchdog", type=_seconds, help="wall-time limit in seconds")
+    run.add_argument("--watchdog", type=positive_float, help="wall-time limit in seconds")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     report = commands.add_parser("report", help="write the tables and plots of a run")
     report.add_argument("run", type=Path)

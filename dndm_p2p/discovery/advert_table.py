@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -22,7 +21,7 @@ import trio
 
 from dndm_p2p.core.adverts import RemoteAdvert
 from dndm_p2p.discovery.gossip import Announcement
-from dndm_p2p.errors import ConfigError
+from protocols.validation import check_count, check_seconds
 
 __all__ = ["AdvertChange", "AdvertTable", "KnownAdvert"]
 
@@ -78,16 +77,14 @@ class AdvertTable:
         max_entries: int = 100_000,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        for name, value in (("default_ttl", default_ttl), ("max_ttl", max_ttl)):
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
-        if max_ttl < default_ttl:
-            raise ConfigError("max_ttl must be at least default_ttl")
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ConfigError(f"max_entries must be a positive integer, not {max_entries!r}")
+        self.default_ttl = default_ttl
+        self.max_ttl = max_ttl
+        self.max_entries = max_entries
+        check_seconds(self, "default_ttl", above=0)
+        check_seconds(self, "max_ttl", at_least=default_ttl)
+        check_count(self, "max_entries", at_least=1)
         self.default_ttl = float(default_ttl)
         self.max_ttl = float(max_ttl)
-        self.max_entries = max_entries
         self._clock = clock
         self._entries: dict[_Key, KnownAdvert] = {}
         #: Withdrawn keys: (sequence of the unregister, when the tombstone goes).
