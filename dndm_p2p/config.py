@@ -17,6 +17,7 @@ from dht.config import DhtConfig
 from dndm_p2p.core.qos import QoS
 from dndm_p2p.discovery.config import GossipConfig, MdnsConfig
 from nat.config import NatConfig
+from protocols.addrs import peer_addr_problem
 from protocols.ids import MAX_FRAME_SIZE
 from protocols.validation import (
     check_count,
@@ -120,6 +121,11 @@ class NodeConfig:
             raise invalid(self, "name", f"must be a string, not {self.name!r}")
         for name in ("listen", "peers", "bootstrap"):
             check_strings(self, name)
+        for name in ("peers", "bootstrap"):
+            for addr in getattr(self, name):
+                problem = peer_addr_problem(addr)
+                if problem is not None:
+                    raise invalid(self, name, problem)
         for name in ("key_file", "address_book", "admin_socket"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))

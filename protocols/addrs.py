@@ -18,6 +18,7 @@ __all__ = [
     "host_ip",
     "is_circuit",
     "is_public",
+    "peer_addr_problem",
     "same_private_network",
     "tcp_port",
     "without_peer",
@@ -114,3 +115,22 @@ def circuit_peer(addr: Multiaddr | str) -> tuple[str, str] | None:
     if not sep or "/" in dest or "/p2p/" not in head:
         return None
     return head.rsplit("/p2p/", 1)[1], dest
+
+
+def peer_addr_problem(addr: object) -> str | None:
+    """Why ``addr`` is not a peer's dial address (``<transport address>/p2p/<peer id>``), or
+    None when it is one.  Relayed addresses (``…/p2p-circuit/p2p/<peer id>``) are dial
+    addresses too."""
+    example = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… (as `dndm node` prints it)"
+    if not isinstance(addr, str):
+        return f"a peer address is a string, not {type(addr).__name__}"
+    try:
+        maddr = Multiaddr(addr)
+    except Exception as exc:  # multiaddr raises several unrelated types for bad text
+        return f"{addr!r} is not a multiaddr ({exc}); a peer address looks like {example}"
+    names = [proto.name for proto in maddr.protocols()]
+    if not names or names[-1] != "p2p":
+        return f"{addr!r} does not name the peer: add /p2p/<peer id>, as in {example}"
+    if len(names) == 1:
+        return f"{addr!r} names a peer but no address to reach it at, as in {example}"
+    return None

@@ -178,17 +178,19 @@ class Node(StackOwner):
             await stack.aclose()
             raise
         self._stack = stack
-        host, nursery = self._host, self._nursery
-        self._links.start(nursery)
-        self._reconnector.start(nursery)
-        host.set_stream_handler(TProtocol(CONTROL_PROTOCOL_ID), self._on_control_stream)
-        host.set_stream_handler(TProtocol(DATA_PROTOCOL_ID), self._on_data_stream)
-        host.get_network().register_notifee(ConnectionWatcher(self._services))
-        self.router.lowlevel.add_observer(self._advertiser)
-        for addr in self.config.peers:
-            self._reconnector.want(peer_of(addr), addr)
-            self._reconnector.schedule(peer_of(addr), first_delay=0.0)
+        # From here on the stack holds the host and the nursery: any failure must unwind it
+        # (an ``__aenter__`` that raises gets no ``__aexit__``).
         try:
+            host, nursery = self._host, self._nursery
+            self._links.start(nursery)
+            self._reconnector.start(nursery)
+            host.set_stream_handler(TProtocol(CONTROL_PROTOCOL_ID), self._on_control_stream)
+            host.set_stream_handler(TProtocol(DATA_PROTOCOL_ID), self._on_data_stream)
+            host.get_network().register_notifee(ConnectionWatcher(self._services))
+            self.router.lowlevel.add_observer(self._advertiser)
+            for addr in self.config.peers:
+                self._reconnector.want(peer_of(addr), addr)
+                self._reconnector.schedule(peer_of(addr), first_delay=0.0)
             await self._start_components()
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)

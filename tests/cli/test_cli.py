@@ -323,6 +323,14 @@ def test_a_type_missing_from_the_descriptor_set_exits_2(
             ],
             "--reliable needs --overflow block",
         ),
+        (
+            ["sub", "x", "--type", "tests.proto.messages_pb2:Foo", "--peer", "127.0.0.1:4001"],
+            "NodeConfig.peers: '127.0.0.1:4001' is not a multiaddr",
+        ),
+        (
+            ["pub", "x", "--type", "tests.proto.messages_pb2:Foo", "--peer", "/ip4/127.0.0.1/tcp/1"],
+            "does not name the peer: add /p2p/<peer id>",
+        ),
     ],
 )
 def test_bad_routes_and_options_exit_2(
