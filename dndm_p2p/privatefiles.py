@@ -19,13 +19,13 @@ __all__ = ["sync_directory", "write_private_file"]
 def write_private_file(
     path: Path, data: bytes, *, place: Callable[[Path, Path], None] = os.replace
 ) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (missing directories: mode 0700).
+    """Write ``data`` to ``path`` atomically with mode 0600, in a directory that must exist.
 
     ``place(temp, path)`` moves the finished temporary file into place (by default replacing
-    ``path``).  Raises :class:`OSError` (or whatever ``place`` raises); the temporary file never
-    outlives the call.
+    ``path``).  Raises :class:`OSError` (:class:`FileNotFoundError` when the directory is
+    missing: a mistyped path never creates directories), or whatever ``place`` raises; the
+    temporary file never outlives the call.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temp = Path(temp_name)
     try:

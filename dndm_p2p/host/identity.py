@@ -137,17 +137,20 @@ def save_identity(
 ) -> None:
     """Write ``key_pair`` to the key file ``path``, atomically, with mode ``0600``.
 
-    Missing parent directories are created (mode ``0700``).  The key is written to a temporary
-    file in the same directory, flushed to disk, and then moved into place, so a crash never
-    leaves a partial key file.
+    The directory must exist (a mistyped path never creates directories).  The key is written to
+    a temporary file in the same directory, flushed to disk, and then moved into place, so a
+    crash never leaves a partial key file.
 
     :param overwrite: replace an existing file.  Without it an existing file is never touched
         (replacing a node's key changes its peer id).
-    :raises ConfigError: the file exists and ``overwrite`` is false, the key is not Ed25519, or
-        the file cannot be written.
+    :raises ConfigError: the file exists and ``overwrite`` is false, the key is not Ed25519, the
+        directory does not exist, or the file cannot be written.
     """
     file = Path(path)
     data = encode_identity(key_pair)
+    if not file.parent.is_dir():
+        problem = "is not a directory" if file.parent.exists() else "does not exist"
+        raise ConfigError(f"cannot write identity key file {file}: {file.parent} {problem}")
     try:
         write_private_file(
             file, data, place=lambda temp, dest: _move_into_place(temp, dest, overwrite=overwrite)

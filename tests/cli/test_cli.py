@@ -75,6 +75,7 @@ def test_keygen_writes_a_private_key_file_and_prints_its_peer_id(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key = tmp_path / "keys" / "node.key"
+    key.parent.mkdir()
     assert main(["keygen", "--out", str(key)]) == 0
     out, err = capsys.readouterr()
     assert out.strip() == str(peer_id_of(load_identity(key)))
@@ -328,7 +329,10 @@ def test_a_type_missing_from_the_descriptor_set_exits_2(
             "NodeConfig.peers: '127.0.0.1:4001' is not a multiaddr",
         ),
         (
-            ["pub", "x", "--type", "tests.proto.messages_pb2:Foo", "--peer", "/ip4/127.0.0.1/tcp/1"],
+            [
+                *("pub", "x", "--type", "tests.proto.messages_pb2:Foo"),
+                *("--peer", "/ip4/127.0.0.1/tcp/9"),
+            ],
             "does not name the peer: add /p2p/<peer id>",
         ),
     ],
@@ -612,3 +616,12 @@ def test_routes_with_several_nodes_and_none_named_exits_2(
     finally:
         for sock in bound:
             sock.close()
+
+
+def test_a_key_in_a_missing_directory_exits_2_and_makes_no_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "nonexistent" / "x.key"
+    assert main(["keygen", "--out", str(key)]) == EXIT_PERMANENT
+    assert "does not exist" in capsys.readouterr().err
+    assert not key.parent.exists()

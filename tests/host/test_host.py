@@ -517,7 +517,8 @@ def test_build_host_rejects_a_non_ed25519_identity() -> None:
 
 def test_identity_round_trips_through_a_key_file(tmp_path: Path) -> None:
     key_pair = generate_identity()
-    path = tmp_path / "keys" / "deep" / "node.key"  # parent directories are created
+    path = tmp_path / "keys" / "deep" / "node.key"
+    path.parent.mkdir(parents=True)  # never created by save_identity (see the test below)
     save_identity(key_pair, path)
     loaded = load_identity(path)
     assert peer_id_of(loaded) == peer_id_of(key_pair)
@@ -543,7 +544,7 @@ def test_save_refuses_to_replace_a_key_unless_asked(tmp_path: Path) -> None:
 
 
 def test_load_or_create_creates_once_then_reuses(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "node.key"
+    path = tmp_path / "node.key"
     created = load_or_create_identity(path)
     data = path.read_bytes()
     again = load_or_create_identity(path)
@@ -673,3 +674,12 @@ async def test_a_quic_host_still_speaks_noise_over_tcp() -> None:
             assert await connect(tcp_only, addr_of(a, "tcp")) == a.get_id()
             (info,) = connections_to(tcp_only, a.get_id())
             assert (info.transport, info.security) == ("tcp", "/noise")
+
+
+def test_a_key_file_in_a_missing_directory_is_refused_and_no_directory_is_made(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "nonexistent" / "dir" / "node.key"
+    with pytest.raises(ConfigError, match=r"cannot write identity key file .*/dir does not exist"):
+        load_or_create_identity(path)
+    assert not (tmp_path / "nonexistent").exists()

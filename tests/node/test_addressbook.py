@@ -41,6 +41,7 @@ def test_a_missing_file_gives_an_empty_book_and_nothing_is_written_until_saved(
 
 def test_addresses_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "state" / "peers.book"
+    path.parent.mkdir()
     clock = Clock()
     book = AddressBook.load(path, clock=clock)
     book.record(A, ["/ip4/127.0.0.1/tcp/4001", f"/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{A}"])
