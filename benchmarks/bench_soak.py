@@ -25,9 +25,13 @@ measured too): its peak during the attack and a few seconds after, minus its val
 start; whether the victim was still running; and which of the victim's counters moved (a
 snapshot the victim prints on command: ``node.error_count``, errors by class from
 ``node.events()``, ``dropped_streams``, discovery, DHT and gossip counters, its sessions'
-counters, and any resource-manager counters the node exposes).  A victim that exits is
-restarted (with a new subscriber) before the next attack, so every attack is measured; its
-last exception line is reported.
+counters, and any resource-manager counters the node exposes); a counter counts as the
+attack's when it moved at least 1.5 times as much as the churn alone moves it (its rate in the
+baseline window), the node's periodic work (:data:`BACKGROUND_COUNTERS`) aside.  After the
+attack, a recovery window of ``--baseline-seconds`` measures the link again.  A victim that
+exits is restarted (with a new subscriber) before the next attack, so every attack is
+measured, and its last exception line is reported; so is a victim whose link does not carry
+half the publisher's rate in the next baseline window (an effect that outlasted its attacker).
 
 Targets (from the hardening issue): the victim never exits; the link's rate during an attack
 >= 80 % of the rate before it; no reliable loss; RSS growth under one attacker <= 64 MB; every
@@ -76,6 +80,19 @@ ANSWER_TIMEOUT = 10.0
 ATTACK_GRACE = 10.0
 #: Seconds of RSS sampling after an attacker ended (memory it left behind).
 AFTER_SECONDS = 2.0
+#: Counters of the node's own periodic work (pings, advert refreshes, its DHT record): they
+#: move with or without an attacker, so they are never taken as a sign of one.
+BACKGROUND_COUNTERS = (
+    "sessions.pings_sent",
+    "sessions.pongs_received",
+    "gossip.published",
+    "gossip.adverts_sent",
+    "dht.lookups",
+    "dht.provides",
+    "discovery.dht_lookups",
+    "discovery.dht_provides",
+    "discovery.gossip_announcements",
+)
 #: How often the victim's RSS is sampled.
 RSS_PERIOD = 0.1
 
@@ -427,8 +444,10 @@ class Running:
         except OSError:
             return ""
         pattern = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*")
-        found = [line for line in lines if pattern.match(line.strip())]
-        return found[-1].strip()[:300] if found else ""
+        # Exception groups indent their members behind "|" and "+-" rules.
+        stripped = (line.strip().lstrip("|+- ").strip() for line in lines)
+        found = [line for line in stripped if pattern.match(line)]
+        return found[-1][:300] if found else ""
 
 
 def start(args: Sequence[str], name: str, logs: Path, *, cpu: int | None = None) -> Running:
@@ -492,6 +511,8 @@ class AttackResult:
     exit_reason: str
     moved: dict[str, int]
     attributed: dict[str, int]
+    churn_connected: int
+    churn_failed: int
     attacker: dict[str, Any]
     max_send_wait: float | None
     answered: bool
@@ -639,6 +660,7 @@ class Soak:
         self.watch(s.baseline_seconds)
         m1 = mark(subscriber)
         before = snapshot(victim)
+        churn_before = self.churn_stats()
         rss_start = sampler.reset()
         summary(f"{name}: attacking {s.attack_seconds:g} s (victim RSS {rss_start:.0f} MB)")
         attacker_cmd = [
@@ -674,6 +696,7 @@ class Soak:
                     attacker.kill()
                     attacker.wait()
         m3 = mark(subscriber)
+        churn_after = self.churn_stats()
         alive = self.watch(AFTER_SECONDS) and alive
         after = snapshot(victim) if victim.alive else None
         peak = sampler.peak()
@@ -697,9 +720,11 @@ class Soak:
             q = quiet["counters"] if quiet is not None else b
             scale = (m2.t - m1.t + AFTER_SECONDS) / max(m1.t - m0.t, 1e-9)
             for key, delta in moved.items():
-                excess = delta - (b.get(key, 0) - q.get(key, 0)) * scale
-                if excess >= 1:
-                    attributed[key] = round(excess)
+                if key.startswith(BACKGROUND_COUNTERS):
+                    continue
+                expected = (b.get(key, 0) - q.get(key, 0)) * scale
+                if delta - expected >= max(1.0, 0.5 * expected):
+                    attributed[key] = round(delta - expected)
         reason = ""
         if not victim.alive:
             reason = victim.last_exception() or f"exit status {victim.child.process.poll()}"
@@ -718,6 +743,8 @@ class Soak:
             exit_reason=reason,
             moved=moved,
             attributed=attributed,
+            churn_connected=churn_after.get("connected", 0) - churn_before.get("connected", 0),
+            churn_failed=churn_after.get("failed", 0) - churn_before.get("failed", 0),
             attacker=report,
             max_send_wait=None if after is None else after.get("max_send_wait"),
             answered=after is not None,
@@ -794,11 +821,20 @@ def emit_attack(result: AttackResult) -> bool:
         f"{prefix}.counters_moved",
         len(result.attributed),
         unit="counters",
-        note="victim counters that moved more during the attack than the churn moves them "
-        "(attributed: the excess over the baseline window's rate); moved: every change",
+        note="victim counters that moved during the attack by at least 1.5 x what the churn "
+        "moves them (the baseline window's rate), the node's periodic work aside (attributed: "
+        "the excess); moved: every change",
         attributed=result.attributed,
         moved=result.moved,
         met=met["counter"],
+    )
+    emit(
+        f"{prefix}.churn_failed",
+        result.churn_failed,
+        unit="peers",
+        note=f"churned identities that failed during the attack ({result.churn_connected} "
+        "connected): newcomers kept out by the attacker show here",
+        connected=result.churn_connected,
     )
     attacker = result.attacker
     stat = attacker.get("stat")
