@@ -1040,6 +1040,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchmarkFailure as exc:
         summary(f"soak failed: {exc}")
         return 2
+    except KeyboardInterrupt:
+        summary(f"interrupted after {time.monotonic() - started:.1f} s; every child ended")
+        return 130
     summary(f"total {time.monotonic() - started:.1f} s")
     return 1 if args.strict and not ok else 0
 
