@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 import trio
 
@@ -161,12 +161,14 @@ def spawn(
     *,
     ready_timeout: float = READY_TIMEOUT,
     cpu: int | None = None,
+    stderr: IO[str] | None = None,
 ) -> Iterator[tuple[Child, dict[str, Any]]]:
     """Start ``python -m <args...>`` as a child and yield it with its ready line.
 
-    The child inherits stderr; stdin and stdout are the JSON-line channel.  With ``cpu``, every
-    thread of the child is pinned to that CPU once it is ready (:func:`pin_process`).  However
-    the block ends, the child is ended and reaped (:meth:`Child.close`).
+    The child inherits stderr unless ``stderr`` (an open file) is given; stdin and stdout are
+    the JSON-line channel.  With ``cpu``, every thread of the child is pinned to that CPU once
+    it is ready (:func:`pin_process`).  However the block ends, the child is ended and reaped
+    (:meth:`Child.close`).
     """
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
@@ -177,6 +179,7 @@ def spawn(
         text=True,
         bufsize=1,
         env=env,
+        stderr=stderr,
     )
     child = Child(process, name)
     try:
