@@ -25,7 +25,7 @@ from dndm_p2p.core.qos import Overflow, QoS
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
 from dndm_p2p.errors import Closed, ConnectionLost, DndmError, ProtocolError, UnknownRoute
-from dndm_p2p.node.best_effort import close_quietly, drain_quietly, write_quietly
+from dndm_p2p.node.best_effort import drain_quietly, end_stream_quietly, write_quietly
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink
 from dndm_p2p.node.results import data_result
@@ -237,7 +237,7 @@ class PeerLinks:
                         # Wait (briefly) for the publisher to close its side: then it has
                         # processed the CLOSED before our connection can go away.
                         await drain_quietly(reader)
-                    await close_quietly(stream)
+                    await end_stream_quietly(stream, writer)
         self._forget_inbound(link, failed=failed and not scope.cancel_called)
 
     def _forget_inbound(self, link: InboundLink, *, failed: bool = False) -> None:
@@ -303,7 +303,7 @@ class PeerLinks:
                 self.outbound.discard(link)
                 host.link_stream_ended(link)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await close_quietly(stream)
+                await end_stream_quietly(stream, writer)
 
     async def _read_link_open(self, reader: FrameReader) -> control_pb2.DataFrame:
         timeout = self._host.config.handshake_timeout

@@ -40,7 +40,7 @@ from dndm_p2p.errors import (
     ProtocolError,
     VersionMismatch,
 )
-from dndm_p2p.node.best_effort import close_quietly, reset_quietly
+from dndm_p2p.node.best_effort import close_quietly, end_stream_quietly, reset_quietly
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink, now_us
 from dndm_p2p.node.peer_links import LinkHost, PeerLinks
@@ -314,7 +314,7 @@ class PeerSession:
                 if last and not writer.broken:
                     with contextlib.suppress(ConnectionLost):
                         await writer.write_messages(self._stamped(f) for f in last)
-                await close_quietly(stream)
+                await end_stream_quietly(stream, writer)
 
     def _watched(self) -> bool:
         """True when the peer's health matters: the session has links, the application asked

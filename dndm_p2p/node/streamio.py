@@ -17,6 +17,12 @@ the ones ``NetStream`` would raise, so :class:`~protocols.framing.FrameReader` a
 :class:`~protocols.framing.FrameWriter` see the same stream.  Streams of any other muxer (or
 anything that is not a ``NetStream``) are used as they are.  Closing and resetting still go
 through the ``NetStream``, which keeps its bookkeeping.
+
+Cancelling a read or a write here never harms the connection: the host's Noise sessions send
+each encrypted message whole (:mod:`protocols.libp2p_fixes.noise`), so a window update or data
+frame cut short by a cancellation is either not sent or sent entirely.  A cancelled write may
+leave part of *our* frame on this stream; the stream is then reset, not closed
+(:func:`~dndm_p2p.node.best_effort.end_stream_quietly`).
 """
 
 from __future__ import annotations
