@@ -222,22 +222,26 @@ class PeerLinks:
                     host.report_error(exc, peer=self.peer)
                 failed = True
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    # Leaving on purpose (unsubscribed, or this node is closing): say so, so a
-                    # reliable publisher lets the link go at once instead of keeping it for
-                    # the subscriber's return.
-                    leaving = scope.cancel_called or host.closing
-                    if leaving and not writer.broken:
-                        await write_quietly(
-                            writer,
-                            data_result(
-                                result_pb2.Result.CLOSED, "unsubscribed", link_id=link.link_id
-                            ),
-                        )
-                        # Wait (briefly) for the publisher to close its side: then it has
-                        # processed the CLOSED before our connection can go away.
-                        await drain_quietly(reader)
-                    await end_stream_quietly(stream, writer)
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(1):
+                        # Leaving on purpose (unsubscribed, or this node is closing): say so,
+                        # so a reliable publisher lets the link go at once instead of keeping
+                        # it for the subscriber's return.
+                        leaving = scope.cancel_called or host.closing
+                        if leaving and not writer.broken:
+                            await write_quietly(
+                                writer,
+                                data_result(
+                                    result_pb2.Result.CLOSED, "unsubscribed", link_id=link.link_id
+                                ),
+                            )
+                            # Wait (briefly) for the publisher to close its side: then it has
+                            # processed the CLOSED before our connection can go away.
+                            await drain_quietly(reader)
+                    # Under its own bound: a publisher that never closes its side must not
+                    # leave our side open too.
+                    with trio.move_on_after(1):
+                        await end_stream_quietly(stream, writer)
         self._forget_inbound(link, failed=failed and not scope.cancel_called)
 
     def _forget_inbound(self, link: InboundLink, *, failed: bool = False) -> None:
