@@ -208,7 +208,8 @@ class PeerSession:
         if error is not None and self.error is None:
             self.error = error
             self.stats.errors.append(str(error))
-            self.node.report_error(error, peer=self.peer)
+            if not self.not_dndm:  # a foreign libp2p peer is no error (the node notes it)
+                self.node.report_error(error, peer=self.peer)
         nursery = self._nursery
         if nursery is None:
             return
