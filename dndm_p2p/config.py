@@ -39,6 +39,7 @@ _SECONDS = (
     "reconnect_max",
     "reliable_grace",
     "message_ttl",
+    "max_advert_ttl",
 )
 
 
@@ -84,6 +85,9 @@ class NodeConfig:
     #: Limits that protect the node from a hostile or broken peer.
     max_frame_size: int = MAX_FRAME_SIZE
     max_remote_adverts: int = 10_000
+    #: Longest lifetime a peer's advert gets from its ``ttl_ms`` (seconds); longer ones are
+    #: cut to it (``ttl_ms = 0`` still means "until unregistered or disconnected").
+    max_advert_ttl: float = 3600.0
     max_links_per_peer: int = 1024
     #: Most connections the host keeps open (a bootstrap server wants more).
     max_connections: int = 300

@@ -81,6 +81,9 @@ def _only_member(group: BaseExceptionGroup[BaseException]) -> BaseException | No
 async def race(*tasks: Callable[[], Awaitable[object]]) -> None:
     """Run ``tasks`` together until the first one ends, then cancel the others.
 
+    Cancelling a task parked in a node's stream read or write is safe: see
+    :mod:`dndm_p2p.node.streamio`.
+
     If the first to end raised a :class:`~dndm_p2p.errors.DndmError`, it is re-raised bare (not
     in a group), so callers can catch it by type.  Any other exception is a bug and propagates
     as trio raises it.

@@ -30,7 +30,6 @@ from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.swarm import Swarm
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
@@ -42,6 +41,7 @@ from protocols.libp2p_fixes.host import (
     size_resource_manager,
 )
 from protocols.libp2p_fixes.mplex import DuplexMplex
+from protocols.libp2p_fixes.noise import WholeWriteNoise
 from protocols.validation import check_choice, check_seconds
 from simnet.net import NodeClass, SimNetwork, SimNode
 
@@ -105,7 +105,7 @@ def build_sim_host(
     options = options if options is not None else SimHostOptions()
     security: TSecurityOptions
     if options.security == "noise":
-        noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
+        noise = WholeWriteNoise(key_pair, new_x25519_key_pair().private_key)
         security = {TProtocol(NOISE_PROTOCOL_ID): noise}
     else:
         security = {TProtocol(PLAINTEXT_PROTOCOL_ID): InsecureTransport(key_pair)}

@@ -187,7 +187,8 @@ class DiscoveryContext(Protocol):
         ...
 
     async def dial(self, addr: str, *, keep: bool) -> str:
-        """Connect to the peer at ``addr`` (``/…/p2p/<id>``) and wait for its hello; returns its
+        """Connect to the peer at ``addr`` (``/…/p2p/<id>``) and wait for its hello, or until it
+        turns out not to speak DNDM (a go or js DHT node: connected all the same); returns its
         peer id.  With ``keep`` the node reconnects whenever the connection drops.  Raises
         :class:`Unavailable` or :class:`Closed` when that fails."""
         ...

@@ -8,6 +8,8 @@
 * **Connections**: at most one per peer (``max_connections_per_peer=1``, which also removes
   py-libp2p's 250 ms happy-eyeballs wait from every connect); the auto-connector is stopped as
   soon as the host runs, so the host dials only the peers it is told to dial.
+* Noise sessions write each message whole: a cancelled stream read or write never breaks the
+  connection (:class:`~protocols.libp2p_fixes.noise.WholeWriteNoise`).
 * Metrics (whose undrained channel deadlocks the host), mDNS, UPnP and bootstrap are off.
 
 ``running_host`` closes the host completely on exit, listeners included, and leaves no task
@@ -37,7 +39,6 @@ from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.quic.connection import QUICConnection
@@ -57,6 +58,7 @@ from protocols.libp2p_fixes.host import (
     track_listeners,
     unwrap_host_run_exception,
 )
+from protocols.libp2p_fixes.noise import DEFAULT_STALL_TIMEOUT, WholeWriteNoise
 from protocols.validation import bound_problem, check_count, check_flag, check_seconds, invalid
 
 __all__ = [
@@ -100,6 +102,9 @@ class HostConfig:
         :func:`connect` fails fast and the caller decides when to try again.
     :param close_timeout: seconds allowed for closing the host on exit from
         :func:`running_host`; what is still open then is cancelled.
+    :param write_stall_timeout: seconds an encrypted message may take to leave once its write
+        has begun (it is never cut by a cancellation); a connection whose peer does not read
+        for that long is closed.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN_ADDR,)
@@ -108,6 +113,7 @@ class HostConfig:
     negotiate_timeout: float = 10.0
     dial_retries: int = 0
     close_timeout: float = 5.0
+    write_stall_timeout: float = DEFAULT_STALL_TIMEOUT
 
     def __post_init__(self) -> None:
         addrs: object = self.listen
@@ -136,6 +142,7 @@ class HostConfig:
         check_count(self, "dial_retries", at_least=0)
         check_seconds(self, "negotiate_timeout", at_least=1)
         check_seconds(self, "close_timeout", above=0)
+        check_seconds(self, "write_stall_timeout", at_least=1)
 
     def listen_multiaddrs(self) -> list[Multiaddr]:
         """The addresses the host listens on: ``listen``, plus the QUIC ones ``quic`` adds."""
@@ -192,7 +199,11 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
         inbound_stream_protocol_negotiation_timeout=timeout,
         outbound_stream_protocol_negotiation_timeout=timeout,
     )
-    noise = NoiseTransport(key_pair, noise_privkey=_new_x25519_key_pair().private_key)
+    noise = WholeWriteNoise(
+        key_pair,
+        _new_x25519_key_pair().private_key,
+        stall_timeout=config.write_stall_timeout,
+    )
     host = new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},

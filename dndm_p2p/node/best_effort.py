@@ -15,7 +15,13 @@ from protocols.framing import FrameReader, FrameWriter
 if TYPE_CHECKING:
     from libp2p.abc import INetStream
 
-__all__ = ["close_quietly", "drain_quietly", "reset_quietly", "write_quietly"]
+__all__ = [
+    "close_quietly",
+    "drain_quietly",
+    "end_stream_quietly",
+    "reset_quietly",
+    "write_quietly",
+]
 
 
 async def write_quietly(writer: FrameWriter, body: bytes) -> None:
@@ -47,3 +53,15 @@ async def close_quietly(stream: INetStream) -> None:
         await stream.close()
     except Exception:
         return
+
+
+async def end_stream_quietly(stream: INetStream, writer: FrameWriter) -> None:
+    """End a framed stream: close it, or reset it if ``writer`` was cut inside a frame.
+
+    A write that failed or was cancelled may have sent part of a frame; closing would let the
+    peer read that as a malformed frame, a reset tells it the stream broke.
+    """
+    if writer.broken:
+        await reset_quietly(stream)
+    else:
+        await close_quietly(stream)

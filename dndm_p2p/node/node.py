@@ -108,7 +108,7 @@ class Node(StackOwner):
         self._links = LinkRegistry(self.router, self.config, lambda: self._closing)
         self._reconnector = Reconnector(
             self.config,
-            dial=lambda addr, keep: self.connect(addr, keep=keep),
+            dial=lambda addr, keep: self._join(addr, keep=keep),
             connected=lambda peer: self.session(peer) is not None,
             known_addrs=lambda peer_id: [str(a) for a in self._known_addrs(peer_id)],
             closing=lambda: self._closing,
@@ -315,10 +315,25 @@ class Node(StackOwner):
     # -- peers ------------------------------------------------------------------------------------
 
     async def connect(self, addr: str, *, keep: bool = True) -> str:
-        """Connect to a peer (``/ip4/…/tcp/…/p2p/<id>``) and wait for its hello.
+        """Connect to a DNDM peer (``/ip4/…/tcp/…/p2p/<id>``) and wait for its hello.
 
         With ``keep`` the node reconnects to it whenever the connection drops.  Raises
-        :class:`Unavailable` when it cannot be reached.
+        :class:`Unavailable` when it cannot be reached, and as soon as it turns out not to be
+        a DNDM node (its libp2p connection is kept then, for the protocols we share).
+        """
+        peer = await self._join(addr, keep=keep)
+        if peer in self.foreign_peers:
+            raise Unavailable(
+                f"{peer} is not a DNDM node (it does not speak {CONTROL_PROTOCOL_ID})", peer=peer
+            )
+        return peer
+
+    async def _join(self, addr: str, *, keep: bool) -> str:
+        """Connect to the libp2p peer at ``addr``; return once it sent its hello or turned out
+        to be foreign (then it is in :attr:`foreign_peers`).  See :meth:`connect`.
+
+        :raises Unavailable: the peer cannot be reached, or its session failed or sent no
+            hello within ``config.handshake_timeout``.
         """
         peer_id = await connect(self.host, addr, timeout=self.config.handshake_timeout)
         peer = str(peer_id)
@@ -326,12 +341,23 @@ class Node(StackOwner):
             self.address_book.record(peer, [addr])
         if keep:
             self._reconnector.want(peer, addr)
+        if peer in self.foreign_peers:
+            return peer
         session = await self._session(peer_id)
         with trio.move_on_after(self.config.handshake_timeout) as scope:
-            await session.hello_received.wait()
+            async with trio.open_nursery() as nursery:
+
+                async def first_of(event: trio.Event) -> None:
+                    await event.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(first_of, session.hello_received)
+                nursery.start_soon(first_of, session.ended)
+        if session.hello_received.is_set() or session.not_dndm:
+            return peer
         if scope.cancelled_caught:
             raise Unavailable(f"{peer} connected but sent no hello")
-        return peer
+        raise Unavailable(f"the session with {peer} failed: {session.error}", peer=peer)
 
     def peers(self) -> list[PeerInfo]:
         """The peers with a running session."""
@@ -462,7 +488,10 @@ class Node(StackOwner):
         """End the session when no connection to the peer is left."""
         peer = str(peer_id)
         self._moves.forget(peer)
-        self.foreign_peers.discard(peer)
+        if peer in self.foreign_peers:
+            self.foreign_peers.discard(peer)
+            if self._reconnector.is_wanted(peer):  # a bootstrap node, say: keep it connected
+                self._reconnector.schedule(peer)
         session = self._sessions.get(peer)
         if session is not None:
             session.close(ConnectionLost(f"connection to {peer_id} closed"))
@@ -508,7 +537,7 @@ class _NodeServices:
         self.router = node.router
         self.report_error = node.report_error
         self.advertised_addrs = node.advertised_addrs
-        self.dial = node.connect
+        self.dial = node._join
         self.capabilities = node._links.capabilities
         self.inbound_link = node._links.inbound_link
         self.outbound_link = node._links.outbound_link

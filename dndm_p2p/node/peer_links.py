@@ -25,7 +25,7 @@ from dndm_p2p.core.qos import Overflow, QoS
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
 from dndm_p2p.errors import Closed, ConnectionLost, DndmError, ProtocolError, UnknownRoute
-from dndm_p2p.node.best_effort import close_quietly, drain_quietly, write_quietly
+from dndm_p2p.node.best_effort import drain_quietly, end_stream_quietly, write_quietly
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink
 from dndm_p2p.node.results import data_result
@@ -222,22 +222,26 @@ class PeerLinks:
                     host.report_error(exc, peer=self.peer)
                 failed = True
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1):
-                    # Leaving on purpose (unsubscribed, or this node is closing): say so, so a
-                    # reliable publisher lets the link go at once instead of keeping it for
-                    # the subscriber's return.
-                    leaving = scope.cancel_called or host.closing
-                    if leaving and not writer.broken:
-                        await write_quietly(
-                            writer,
-                            data_result(
-                                result_pb2.Result.CLOSED, "unsubscribed", link_id=link.link_id
-                            ),
-                        )
-                        # Wait (briefly) for the publisher to close its side: then it has
-                        # processed the CLOSED before our connection can go away.
-                        await drain_quietly(reader)
-                    await close_quietly(stream)
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(1):
+                        # Leaving on purpose (unsubscribed, or this node is closing): say so,
+                        # so a reliable publisher lets the link go at once instead of keeping
+                        # it for the subscriber's return.
+                        leaving = scope.cancel_called or host.closing
+                        if leaving and not writer.broken:
+                            await write_quietly(
+                                writer,
+                                data_result(
+                                    result_pb2.Result.CLOSED, "unsubscribed", link_id=link.link_id
+                                ),
+                            )
+                            # Wait (briefly) for the publisher to close its side: then it has
+                            # processed the CLOSED before our connection can go away.
+                            await drain_quietly(reader)
+                    # Under its own bound: a publisher that never closes its side must not
+                    # leave our side open too.
+                    with trio.move_on_after(1):
+                        await end_stream_quietly(stream, writer)
         self._forget_inbound(link, failed=failed and not scope.cancel_called)
 
     def _forget_inbound(self, link: InboundLink, *, failed: bool = False) -> None:
@@ -303,7 +307,7 @@ class PeerLinks:
                 self.outbound.discard(link)
                 host.link_stream_ended(link)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await close_quietly(stream)
+                await end_stream_quietly(stream, writer)
 
     async def _read_link_open(self, reader: FrameReader) -> control_pb2.DataFrame:
         timeout = self._host.config.handshake_timeout

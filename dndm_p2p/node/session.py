@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import secrets
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 from google.protobuf.message import Message
@@ -40,7 +40,8 @@ from dndm_p2p.errors import (
     ProtocolError,
     VersionMismatch,
 )
-from dndm_p2p.node.best_effort import close_quietly, reset_quietly
+from dndm_p2p.node.advert_expiry import AdvertExpiry
+from dndm_p2p.node.best_effort import close_quietly, end_stream_quietly, reset_quietly
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink, now_us
 from dndm_p2p.node.peer_links import LinkHost, PeerLinks
@@ -117,6 +118,8 @@ class PeerSession:
         #: The peer's intents and interests, by the peer's handle id.
         self.remote_intents: dict[int, RemoteAdvert] = {}
         self.remote_interests: dict[int, RemoteAdvert] = {}
+        #: Deadlines of the peer's adverts that carry a TTL, by ``(is_intent, handle_id)``.
+        self.advert_expiry = AdvertExpiry(node.config.max_advert_ttl, self._expire_adverts)
         self.hello_received = trio.Event()
         #: Set once a round-trip time has been measured.
         self.rtt_measured = trio.Event()
@@ -186,6 +189,7 @@ class PeerSession:
                 task_status.started()
                 nursery.start_soon(self._guarded, self._run_control_writer)
                 nursery.start_soon(self._guarded, self._ping_loop)
+                nursery.start_soon(self.advert_expiry.run)
         except Exception as exc:
             # A bug met while serving one peer ends that peer's session, not the node; it is
             # reported (with the original exception as its cause), never hidden.
@@ -204,7 +208,8 @@ class PeerSession:
         if error is not None and self.error is None:
             self.error = error
             self.stats.errors.append(str(error))
-            self.node.report_error(error, peer=self.peer)
+            if not self.not_dndm:  # a foreign libp2p peer is no error (the node notes it)
+                self.node.report_error(error, peer=self.peer)
         nursery = self._nursery
         if nursery is None:
             return
@@ -314,7 +319,7 @@ class PeerSession:
                 if last and not writer.broken:
                     with contextlib.suppress(ConnectionLost):
                         await writer.write_messages(self._stamped(f) for f in last)
-                await close_quietly(stream)
+                await end_stream_quietly(stream, writer)
 
     def _watched(self) -> bool:
         """True when the peer's health matters: the session has links, the application asked
@@ -429,6 +434,7 @@ class PeerSession:
         self.links.offered = list(hello.capabilities.compression)
         self.remote_intents.clear()
         self.remote_interests.clear()
+        self.advert_expiry.clear()
         self._apply_adverts([*hello.intents, *hello.interests], frame.header.sequence)
         self.hello_received.set()
         self.reconcile()
@@ -487,8 +493,20 @@ class PeerSession:
                     )
                     continue
                 table[advert.handle_id] = advert
+                self.advert_expiry.refresh((advert.is_intent, advert.handle_id), advert.ttl_ms)
             else:
                 table.pop(advert.handle_id, None)
+                self.advert_expiry.forget((advert.is_intent, advert.handle_id))
+        self.stats.advert_ttls_capped = self.advert_expiry.capped
+
+    def _expire_adverts(self, keys: list[Hashable]) -> None:
+        """Forget adverts whose TTL passed without a refresh, as their unregister would."""
+        for key in keys:
+            is_intent, handle_id = cast(tuple[bool, int], key)
+            table = self.remote_intents if is_intent else self.remote_interests
+            if table.pop(handle_id, None) is not None:
+                self.stats.adverts_expired += 1
+        self.reconcile()
 
     # -- data links -------------------------------------------------------------------------------
 

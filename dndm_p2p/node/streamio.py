@@ -17,12 +17,20 @@ the ones ``NetStream`` would raise, so :class:`~protocols.framing.FrameReader` a
 :class:`~protocols.framing.FrameWriter` see the same stream.  Streams of any other muxer (or
 anything that is not a ``NetStream``) are used as they are.  Closing and resetting still go
 through the ``NetStream``, which keeps its bookkeeping.
+
+Cancelling a read or a write here never harms the connection: the host's Noise sessions send
+each encrypted message whole (:mod:`protocols.libp2p_fixes.noise`), so a window update or data
+frame cut short by a cancellation is either not sent or sent entirely.  A read is cancellable
+only while it waits for data, so a cancelled read loses neither data nor window credit.  A
+cancelled write may leave part of *our* frame on this stream; the stream is then reset, not
+closed (:func:`~dndm_p2p.node.best_effort.end_stream_quietly`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import trio
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamClosed, StreamEOF, StreamReset
 from libp2p.stream_muxer.exceptions import MuxedStreamClosed, MuxedStreamEOF, MuxedStreamError
@@ -36,24 +44,53 @@ __all__ = ["MuxedIO", "data_stream"]
 class MuxedIO:
     """Reads and writes a stream's yamux stream directly (see the module docstring)."""
 
-    __slots__ = ("_read", "_write", "stream")
+    __slots__ = ("_muxed", "_read", "_write", "stream")
 
     def __init__(self, stream: INetStream, muxed: YamuxStream) -> None:
         self.stream = stream
+        self._muxed = muxed
         self._read: Callable[[int], Awaitable[bytes]] = muxed.read
         self._write: Callable[[bytes], Awaitable[None]] = muxed.write
 
     async def read(self, n: int | None = None) -> bytes:
         """Return the bytes buffered (at least one, waiting for them), or raise at the end.
 
-        ``n`` is ignored: yamux bounds what can be buffered by its receive window.
+        ``n`` is ignored: yamux bounds what can be buffered by its receive window.  A
+        cancellation lands only while nothing is buffered: once there is data, it is taken and
+        returned, and its window update sent, whatever happens outside (yamux alone would drop
+        the data it took, and the credit it owed, when cancelled while sending that update).
         """
+        await self._wait_readable()
         try:
-            return await self._read(-1)
+            with trio.CancelScope(shield=True):
+                return await self._read(-1)
         except MuxedStreamEOF as exc:
             raise StreamEOF() from exc
         except MuxedStreamError as exc:
             raise StreamReset() from exc
+
+    async def _wait_readable(self) -> None:
+        """Wait (cancellably, changing nothing) until a yamux read would not wait: data is
+        buffered, or the stream or its connection has ended."""
+        muxed = self._muxed
+        conn = muxed.conn
+        stream_id = muxed.stream_id
+        while True:
+            buffer = conn.stream_buffers.get(stream_id)
+            if (
+                buffer is None
+                or len(buffer) > 0
+                or muxed.recv_closed
+                or muxed.reset_received
+                or conn.event_shutting_down.is_set()
+            ):
+                return
+            event = conn.stream_events.get(stream_id)
+            if event is None:
+                return
+            await event.wait()
+            if conn.stream_events.get(stream_id) is event:
+                conn.stream_events[stream_id] = trio.Event()  # consumed, as yamux's read does
 
     async def write(self, data: bytes) -> None:
         """Write all of ``data``."""

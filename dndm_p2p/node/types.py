@@ -82,6 +82,10 @@ class PeerStats:
     pongs_received: int = 0
     adverts_received: int = 0
     bad_adverts: int = 0
+    #: Adverts forgotten because their TTL passed without a refresh.
+    adverts_expired: int = 0
+    #: Advert TTLs longer than ``NodeConfig.max_advert_ttl``, cut to it.
+    advert_ttls_capped: int = 0
     protocol_errors: int = 0
     links_opened: int = 0
     errors: list[str] = field(default_factory=list)

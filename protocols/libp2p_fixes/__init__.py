@@ -107,6 +107,17 @@ import py-libp2p and :mod:`protocols` only.
 * (Not a patch: ``CircuitV2Transport`` is not registered with the swarm, so :mod:`nat.relay`
   dials ``/p2p-circuit`` addresses through the transport itself.)
 
+``noise`` — the Noise secure session (``test_noise``)
+
+* ``write_msg`` encrypts a message (using up a nonce) and then awaits the socket write: a
+  cancellation delivered there (say, to a stream reader whose yamux read sends a window update)
+  drops the message, the peer fails to decrypt the next one and the connection dies with every
+  stream on it; a message chunked into several Noise messages can also be cut between chunks
+  → :class:`~.noise.WholeWriteNoise` (sessions that write each message whole, within a stall
+  timeout); ``test_stock_noise_session_breaks_after_a_cancelled_write``,
+  ``test_fixed_noise_session_sends_a_started_message_whole_despite_cancellation``; end to end:
+  ``tests/node/test_link_churn.py``.
+
 ``mplex`` — the mplex muxer (``test_mplex``)
 
 * ``MplexStream`` guards reads and writes with one readers-writer lock, so a task parked in
@@ -138,4 +149,7 @@ TOUCHED: tuple[str, ...] = (
     "libp2p.network.connection.swarm_connection:SwarmConn",
     "libp2p.stream_muxer.mplex.mplex:Mplex",
     "libp2p.stream_muxer.mplex.mplex_stream:MplexStream",
+    "libp2p.security.noise.transport:Transport",
+    "libp2p.security.noise.io:NoiseTransportReadWriter",
+    "libp2p.security.secure_session:SecureSession",
 )
