@@ -17,9 +17,9 @@ from dndm_p2p.config import NodeConfig
 from dndm_p2p.errors import ConfigError
 from dndm_p2p.node.node import Node
 from dndm_p2p.node.session import PeerSession
-from tests.node.test_multiprocess import Proc, cluster
 from tests.proto.messages_pb2 import Foo
 from tests.support.nodes import FAST
+from tests.support.processes import Proc, cluster
 
 ATTACKER = [sys.executable, "-m", "tests.support.attackers.adverts"]
 ROUTE = "dndm.test.Foo@ttl.route"

@@ -18,9 +18,9 @@ from libp2p.peer.id import ID
 from dndm_p2p.config import DhtConfig, NodeConfig
 from dndm_p2p.errors import Unavailable
 from dndm_p2p.node.node import Node
-from tests.node.test_multiprocess import Proc, Record, cluster
 from tests.proto.messages_pb2 import Foo
 from tests.support.nodes import FAST, receive
+from tests.support.processes import Proc, Record, cluster
 
 FOREIGN_DHT = [sys.executable, "-m", "tests.support.foreign_dht"]
 #: The start-up bound the issue sets for a node whose bootstrap node is not a DNDM node.
