@@ -18,10 +18,12 @@ away simply stops being a candidate for the next calls.
 **Streams.**  ``caller.stream(request)`` is an async iterator of replies that ends when the
 service ends the call; ``await caller.call(request)`` returns the first reply.  A handler may
 return one reply, or an iterable or async iterable (a generator) of replies; it may be sync or
-async.  A service runs a fixed pool of ``concurrency`` workers, never a task per request.
+async.  A service runs a fixed pool of ``concurrency`` workers, never a task per request, and
+lets at most ``backlog`` calls wait for one: beyond that a call is refused at once as
+overloaded (the caller gets :class:`Unavailable`), so the request route never backs up.
 
-**Deadlines.**  Each call has a time limit, sent with the request as the time left.  The
-handler runs under a trio deadline (``trio.current_effective_deadline()`` tells it how long it
+**Deadlines.**  Each call has a time limit, sent with the request as the time left (a service
+grants at most ``max_timeout``).  The handler runs under a trio deadline (``trio.current_effective_deadline()`` tells it how long it
 has) and nothing is sent for it past that point; the caller raises :class:`Timeout`.
 
 **Errors.**  A handler's exception reaches the caller as :class:`RemoteError` with the
@@ -33,6 +35,7 @@ are handed over by reference (never serialized) when caller and service are in o
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 from collections import OrderedDict, deque
@@ -47,7 +50,15 @@ from google.protobuf.message import DecodeError, Message
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
 from dndm_p2p.core.links import LinkInfo
-from dndm_p2p.errors import Closed, DndmError, RemoteError, Timeout, TypeMismatch, WouldBlock
+from dndm_p2p.errors import (
+    Closed,
+    DndmError,
+    RemoteError,
+    Timeout,
+    TypeMismatch,
+    Unavailable,
+    WouldBlock,
+)
 from dndm_p2p.nurseries import StackOwner, open_owned_nursery
 from protocols.v1.rpc_pb2 import RpcError, RpcReply, RpcRequest
 from protocols.validation import check_count, check_seconds
@@ -72,19 +83,25 @@ class RpcConfig:
     ``timeout``: a call's default time limit in seconds.  ``depth``: the queue of the request
     interest (service) or of the reply interest (caller), with the ``block`` policy, and the most
     replies one stream buffers before its call fails.  ``concurrency``: the service's workers,
-    i.e. calls handled at once.  ``max_reply_routes``: the callers a service keeps a reply intent
-    for (the least recently used is closed beyond it).  ``max_pending_calls``: the calls one
-    caller may have open at once.
+    i.e. calls handled at once.  ``backlog``: the calls a service lets wait for a worker; beyond
+    it, a call is refused at once as overloaded (the caller gets :class:`Unavailable`).
+    ``max_timeout``: the longest time limit a service grants a call, whatever the caller asked.
+    ``max_reply_routes``: the callers a service keeps a reply intent for (the least recently
+    used is closed beyond it).  ``max_pending_calls``: the calls one caller may have open at once.
     """
 
     timeout: float = 10.0
     depth: int = 1024
     concurrency: int = 16
+    backlog: int = 256
+    max_timeout: float = 300.0
     max_reply_routes: int = 256
     max_pending_calls: int = 4096
 
     def __post_init__(self) -> None:
         check_seconds(self, "timeout", above=0)
+        check_seconds(self, "max_timeout", above=0)
+        check_count(self, "backlog", at_least=0, at_most=1 << 20)
         check_count(self, "depth", at_least=1, at_most=1 << 20)
         check_count(self, "concurrency", at_least=1, at_most=4096)
         check_count(self, "max_reply_routes", at_least=1, at_most=1 << 16)
@@ -255,6 +272,8 @@ class Caller(StackOwner, Generic[Req, Resp]):
         """The user's reply (or error) inside ``envelope``, or ``None`` for a bare end marker."""
         if envelope.HasField("error") and envelope.error.code != RpcError.OK:
             error = envelope.error
+            if error.code == RpcError.OVERLOADED:
+                return Unavailable(error.message, route=self.path)
             return RemoteError(error.message, code=error.code, kind=error.kind, route=self.path)
         kind = envelope.WhichOneof("payload")
         if kind == "in_process":
@@ -471,7 +490,8 @@ class Service(StackOwner, Generic[Req, Resp]):
         self._reply_prefix = ""
         self._handle_id = 0
         self._peer_id: str | None = None
-        self._group_key = (id(bus), path)
+        # A node and its router are one place: their services share calls.
+        self._group_key = (id(getattr(bus, "router", bus)), path)
         self._entered = False
         self._requests: Interest[RpcRequest] | None = None
         self._scope: trio.CancelScope | None = None
@@ -483,6 +503,8 @@ class Service(StackOwner, Generic[Req, Resp]):
         self.expired = 0
         #: Requests refused: an undecodable body, or a reply route not of this path.
         self.refused = 0
+        #: Calls refused because ``backlog`` calls already waited for a worker.
+        self.overloaded = 0
 
     async def __aenter__(self) -> Service[Req, Resp]:
         if self._entered:
@@ -567,7 +589,7 @@ class Service(StackOwner, Generic[Req, Resp]):
     ) -> None:
         """The dispatcher and the pool of workers, under one cancel scope (``aclose``'s)."""
         with trio.CancelScope() as scope:
-            send, receive = trio.open_memory_channel[tuple[RpcRequest, float]](0)
+            send, receive = trio.open_memory_channel[tuple[RpcRequest, float]](self.config.backlog)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._dispatch, requests, send)
                 with receive:
@@ -580,12 +602,34 @@ class Service(StackOwner, Generic[Req, Resp]):
         requests: Interest[RpcRequest],
         workers: trio.MemorySendChannel[tuple[RpcRequest, float]],
     ) -> None:
+        """Hand this service's requests to the workers; never waits for one.
+
+        Requests for other services are skipped; beyond the backlog a call is refused at once,
+        so the shared request route never backs up behind a busy service.
+        """
+        longest = self.config.max_timeout
         with workers:
             async for envelope in requests:
                 if not self._is_mine(envelope):
                     continue
-                timeout = envelope.timeout_us / 1e6 if envelope.timeout_us else float("inf")
-                await workers.send((envelope, trio.current_time() + timeout))
+                granted = envelope.timeout_us / 1e6 if envelope.timeout_us else longest
+                try:
+                    workers.send_nowait((envelope, trio.current_time() + min(granted, longest)))
+                except trio.WouldBlock:
+                    self.overloaded += 1
+                    self._refuse_now(envelope, RpcError.OVERLOADED, "the service is overloaded")
+
+    def _refuse_now(self, envelope: RpcRequest, code: int, message: str) -> None:
+        """Answer ``envelope`` with an error without waiting (dropped if that cannot be done)."""
+        self._parcels.pop(envelope.local_ref, None)
+        intent = self._reply_intents.get(envelope.reply_route)
+        if intent is None or intent.closed:
+            return
+        reply = RpcReply(call_id=envelope.call_id, final=True)
+        reply.error.code = code  # type: ignore[assignment]
+        reply.error.message = message
+        with contextlib.suppress(DndmError):
+            intent.send_nowait(reply)
 
     async def _work(self, receive: trio.MemoryReceiveChannel[tuple[RpcRequest, float]]) -> None:
         async with receive:

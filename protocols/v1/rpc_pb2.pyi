@@ -44,6 +44,10 @@ class RpcError(_message.Message):
         """The handler returned something that is not the service's reply type."""
         CLOSING: RpcError._Code.ValueType  # 4
         """The service is closing and will not finish the call."""
+        OVERLOADED: RpcError._Code.ValueType  # 5
+        """The service has more calls waiting than it queues; retry later. The
+        caller raises a transient error (Unavailable) for this code.
+        """
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper):
         """Failure classes. New codes may be added; unknown codes are treated as
@@ -60,6 +64,10 @@ class RpcError(_message.Message):
     """The handler returned something that is not the service's reply type."""
     CLOSING: RpcError.Code.ValueType  # 4
     """The service is closing and will not finish the call."""
+    OVERLOADED: RpcError.Code.ValueType  # 5
+    """The service has more calls waiting than it queues; retry later. The
+    caller raises a transient error (Unavailable) for this code.
+    """
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int

@@ -8,13 +8,25 @@ call that just timed out).  Across OS processes: ``tests/node/test_rpc_multiproc
 
 from __future__ import annotations
 
+import runpy
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from dndm_p2p import Caller, Closed, RemoteError, Router, Service, Timeout, TypeMismatch
+from dndm_p2p import (
+    Caller,
+    Closed,
+    RemoteError,
+    Router,
+    Service,
+    Timeout,
+    TypeMismatch,
+    Unavailable,
+)
 from dndm_p2p.core.rpc import RpcConfig
 from dndm_p2p.errors import ConfigError, PermanentError
 from tests.proto.messages_pb2 import Bar, Foo, Reply, Request
@@ -205,6 +217,28 @@ async def test_a_lazy_stream_consumer_does_not_delay_another_caller(router: Rout
             assert (await busy.call(Bar(a=i + 1), timeout=5)).a == 0
 
 
+async def test_a_full_backlog_refuses_calls_at_once_as_transient(router: Router) -> None:
+    release = trio.Event()
+    left: list[float] = []
+
+    async def slow(request: Foo) -> Foo:
+        left.append(trio.current_effective_deadline() - trio.current_time())
+        await release.wait()
+        return request
+
+    config = RpcConfig(concurrency=1, backlog=1, max_timeout=2)
+    service = router.service("b", Foo, Foo, slow, config=config)
+    async with service, router.caller("b", Foo, Foo) as caller, trio.open_nursery() as nursery:
+        for _ in range(2):  # one handled, one waiting for the worker
+            nursery.start_soon(partial(caller.call, Foo(), timeout=60))
+            await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(Unavailable, match="overloaded"):
+            await caller.call(Foo(), timeout=5)
+        assert service.overloaded == 1
+        assert 0 < left[0] <= 2  # the service grants at most max_timeout
+        release.set()
+
+
 async def test_several_services_share_the_load_and_each_call_gets_one_answer(
     router: Router,
 ) -> None:
@@ -360,3 +394,15 @@ async def test_services_on_two_nodes_share_the_calls_of_a_third() -> None:
             for i in range(10):
                 assert (await caller.call(Foo(text=f"x{i}"), timeout=10)).text == f"X{i}"
         assert [service.served for service in services] == [5, 5]
+
+
+def test_the_request_reply_example_runs() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "request_reply.py"
+    module = runpy.run_path(str(path), run_name="request_reply")
+    assert trio.run(module["main"]) == [
+        "100 C is 212 F",
+        "in 1 h: 21 C",
+        "in 2 h: 22 C",
+        "in 3 h: 23 C",
+        "refused: ValueError: below absolute zero",
+    ]
