@@ -23,8 +23,9 @@ lets at most ``backlog`` calls wait for one: beyond that a call is refused at on
 overloaded (the caller gets :class:`Unavailable`), so the request route never backs up.
 
 **Deadlines.**  Each call has a time limit, sent with the request as the time left (a service
-grants at most ``max_timeout``).  The handler runs under a trio deadline (``trio.current_effective_deadline()`` tells it how long it
-has) and nothing is sent for it past that point; the caller raises :class:`Timeout`.
+grants at most ``max_timeout``).  The handler runs under a trio deadline
+(``trio.current_effective_deadline()`` tells it how long it has) and nothing is sent for it
+past that point; the caller raises :class:`Timeout`.
 
 **Errors.**  A handler's exception reaches the caller as :class:`RemoteError` with the
 exception's text and class name; the service keeps running.
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import random
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
@@ -73,6 +75,9 @@ Handler: TypeAlias = Callable[[Req], Resp | Awaitable[Resp] | Iterable[Resp] | A
 
 #: Random id of this process, sent as ``RpcRequest.origin``.
 _PROCESS_TOKEN = secrets.randbits(64)
+#: Call ids need to be unpredictable only as much as any value a linked node sees anyway
+#: (every linked service receives every request): a seeded generator, no syscall per call.
+_call_ids = random.Random(secrets.randbits(128))
 _parcel_keys = itertools.count(1)
 
 
@@ -417,13 +422,14 @@ class ReplyStream(Generic[Resp]):
                 f"the caller of {caller.path} has {len(caller._calls)} calls open",
                 route=caller.path,
             )
-        call_id = secrets.randbits(64) or 1
+        call_id = _call_ids.getrandbits(64) or 1
         while call_id in caller._calls:
-            call_id = secrets.randbits(64) or 1
+            call_id = _call_ids.getrandbits(64) or 1
         call = _Call(caller.config.depth)
         caller._calls[call_id] = call
         self._call_id, self._call = call_id, call
-        peer, handle = caller._pick(await requests.wait_interest())
+        links = requests.interests
+        peer, handle = caller._pick(links if links else await requests.wait_interest())
         left = self._deadline - trio.current_time()
         envelope = RpcRequest(
             call_id=call_id,
@@ -682,7 +688,8 @@ class Service(StackOwner, Generic[Req, Resp]):
             return
         sender = _ReplySender(self, intent, envelope, local)
         with trio.move_on_at(deadline) as scope:
-            await intent.wait_interest()
+            if not intent.has_interest:
+                await intent.wait_interest()
             try:
                 request = self._request_of(envelope)
                 await self._run_handler(request, sender)
