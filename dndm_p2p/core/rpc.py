@@ -13,7 +13,8 @@ and replies link, discover, cross nodes and obey QoS like any route:
 intent is linked to, round-robin per call: a service in this process by its handle id, a remote
 node by its peer id (that node then picks one of its services on the path by the call id).
 Every linked service receives the envelope; only the target answers.  A service that goes
-away simply stops being a candidate for the next calls.
+away stops being a candidate, and a call it had not answered yet is sent again to another
+one (under a new call id, so no call ever gets two answers).
 
 **Streams.**  ``caller.stream(request)`` is an async iterator of replies that ends when the
 service ends the call; ``await caller.call(request)`` returns the first reply.  A handler may
@@ -51,7 +52,7 @@ from google.protobuf.message import DecodeError, Message
 
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
-from dndm_p2p.core.links import LinkInfo
+from dndm_p2p.core.links import LinkEventKind, LinkInfo
 from dndm_p2p.errors import (
     Closed,
     DndmError,
@@ -143,23 +144,30 @@ _callers_by_route: dict[str, Caller[Any, Any]] = {}
 # -- the caller -----------------------------------------------------------------------------------
 
 _END = object()
+#: Pushed into a call whose target went away before it answered anything: send it again.
+_RETARGET = object()
 
 
 class _Call:
     """One open call at the caller: its replies in arrival order, bounded."""
 
-    __slots__ = ("ended", "items", "limit", "parcels", "wake")
+    __slots__ = ("answered", "ended", "items", "limit", "parcels", "target", "wake")
 
     def __init__(self, limit: int) -> None:
         self.items: deque[object] = deque()
         self.parcels: dict[int, Message] = {}
         self.limit = limit
         self.ended = False
+        #: True once the service sent anything for the call (it is then never resent).
+        self.answered = False
+        self.target: tuple[str, int] = ("", 0)
         self.wake = trio.Event()
 
     def push(self, item: object) -> None:
         if self.ended:
             return
+        if item is not _RETARGET:
+            self.answered = True
         if item is not _END and len(self.items) >= self.limit:
             item = WouldBlock(f"a reply stream overran its buffer of {self.limit} replies")
         if item is _END or isinstance(item, BaseException):
@@ -230,6 +238,7 @@ class Caller(StackOwner, Generic[Req, Resp]):
             stack.callback(_callers_by_route.pop, self._reply_route, None)
             stack.callback(nursery.cancel_scope.cancel)
             self._scope = await nursery.start(self._deliver_replies, replies)
+            nursery.start_soon(self._watch_services, self._requests)
         except BaseException:
             await stack.aclose()
             raise
@@ -272,6 +281,16 @@ class Caller(StackOwner, Generic[Req, Resp]):
                 call.push(self._open(envelope, call))
                 if envelope.final:
                     call.push(_END)
+
+    async def _watch_services(self, requests: Intent[RpcRequest]) -> None:
+        """Send again the calls whose service went away before answering anything."""
+        async for event in requests.links():
+            if event.kind is not LinkEventKind.UNLINKED:
+                continue
+            remaining = set(self._targets(requests.interests))
+            for call in self._calls.values():
+                if not call.answered and call.target not in remaining:
+                    call.push(_RETARGET)
 
     def _open(self, envelope: RpcReply, call: _Call) -> object:
         """The user's reply (or error) inside ``envelope``, or ``None`` for a bare end marker."""
@@ -359,6 +378,8 @@ class ReplyStream(Generic[Resp]):
         self._call: _Call | None = None
         self._parcel: tuple[Service[Any, Any], int] | None = None
         self._done = False
+        #: Times the request was sent again because its service went away unanswered.
+        self.resent = 0
 
     async def __aenter__(self) -> ReplyStream[Resp]:
         return self
@@ -398,6 +419,9 @@ class ReplyStream(Generic[Resp]):
                     await call.wake.wait()
                     call.wake = trio.Event()
                 item = call.items.popleft()
+                if item is _RETARGET:
+                    await self._send(again=True)
+                    return await self.__anext__()
                 if item is _END:
                     self.close()
                     raise StopAsyncIteration
@@ -412,7 +436,9 @@ class ReplyStream(Generic[Resp]):
             self.close()
             raise
 
-    async def _send(self) -> None:
+    async def _send(self, *, again: bool = False) -> None:
+        """Send the request to the next target; ``again``: under a new call id, to another one
+        (replies to the old id are then unmatched, so the call never sees two answers)."""
         caller = self._caller
         requests = caller._requests
         if requests is None:
@@ -425,11 +451,21 @@ class ReplyStream(Generic[Resp]):
         call_id = _call_ids.getrandbits(64) or 1
         while call_id in caller._calls:
             call_id = _call_ids.getrandbits(64) or 1
-        call = _Call(caller.config.depth)
+        if again and self._call is not None:
+            call = self._call
+            caller._calls.pop(self._call_id, None)
+            self.resent += 1
+        else:
+            call = _Call(caller.config.depth)
+        if self._parcel is not None:
+            holder, old_key = self._parcel
+            holder._parcels.pop(old_key, None)
+            self._parcel = None
         caller._calls[call_id] = call
         self._call_id, self._call = call_id, call
         links = requests.interests
         peer, handle = caller._pick(links if links else await requests.wait_interest())
+        call.target = (peer, handle)
         left = self._deadline - trio.current_time()
         envelope = RpcRequest(
             call_id=call_id,

@@ -263,6 +263,33 @@ async def test_calls_fall_back_to_the_remaining_services_when_one_closes(router:
     assert (first.served, second.served) == (2, 6)
 
 
+async def test_a_call_pending_at_a_service_that_closes_goes_to_another(router: Router) -> None:
+    started = trio.Event()
+
+    async def stuck(request: Foo) -> Foo:
+        started.set()
+        await trio.sleep_forever()
+        raise AssertionError
+
+    first, second = router.service("g", Foo, Foo, stuck), router.service("g", Foo, Foo, shout)
+    async with first, second, router.caller("g", Foo, Foo) as caller:
+        # Round-robin: the first call goes to the later service, the next to the stuck one.
+        assert (await caller.call(Foo(text="a"), timeout=5)).text == "A"
+        async with trio.open_nursery() as nursery:
+            answers: list[str] = []
+
+            async def ask() -> None:
+                answers.append((await caller.call(Foo(text="b"), timeout=5)).text)
+
+            nursery.start_soon(ask)
+            await started.wait()
+            await first.aclose()
+        assert answers == ["B"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert caller.unmatched == 0
+    assert (first.served, second.served) == (0, 2)
+
+
 async def test_a_call_waits_for_a_service_to_appear(router: Router) -> None:
     async with router.caller("late", Foo, Foo) as caller, trio.open_nursery() as nursery:
         answer: list[str] = []
@@ -393,7 +420,12 @@ async def test_services_on_two_nodes_share_the_calls_of_a_third() -> None:
                 assert await caller.wait_services(2) == 2
             for i in range(10):
                 assert (await caller.call(Foo(text=f"x{i}"), timeout=10)).text == f"X{i}"
-        assert [service.served for service in services] == [5, 5]
+            assert [service.served for service in services] == [5, 5]
+            # One goes away: every call is still answered, by the other one.
+            await services[0].aclose()
+            for i in range(6):
+                assert (await caller.call(Foo(text=f"y{i}"), timeout=10)).text == f"Y{i}"
+        assert [service.served for service in services] == [5, 11]
 
 
 def test_the_request_reply_example_runs() -> None:
