@@ -108,10 +108,9 @@ async def amain(count: int, warmup: int) -> None:
     """Both suites, in process then between two nodes."""
     async with Router(name="bench") as router:
         await measure(router, router, "inprocess", count, warmup)
-    config = {"ping_interval": 5.0, "compression": False}
     async with (
-        Node(NodeConfig(name="here", **config)) as here,
-        Node(NodeConfig(name="there", **config)) as there,
+        Node(NodeConfig(name="here", ping_interval=5.0, compression=False)) as here,
+        Node(NodeConfig(name="there", ping_interval=5.0, compression=False)) as there,
     ):
         with trio.fail_after(30):
             await here.connect(there.addrs[0])

@@ -507,6 +507,9 @@ class Service(StackOwner, Generic[Req, Resp]):
     or an iterable / async iterable of replies (a stream, ended when it is exhausted).  It runs
     under the call's deadline; an exception it raises is sent to the caller as
     :class:`RemoteError` and counted in :attr:`failed`.
+
+    Remote callers address a node by its peer id: to serve them, create the service on the
+    ``Node`` (``node.service(...)``), not on its router, which does not know the node's id.
     """
 
     def __init__(
