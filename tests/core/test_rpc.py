@@ -53,6 +53,34 @@ async def test_any_message_types_work_and_calls_get_their_own_replies(router: Ro
     assert results == {"a": "A", "bb": "BB", "ccc": "CCC"}
 
 
+async def test_replies_answered_out_of_order_reach_their_own_calls(router: Router) -> None:
+    """The Go Caller gave a reply without a nonce to the oldest waiting call (FIFO), so replies
+    answered out of order went to the wrong calls."""
+    gates = {word: trio.Event() for word in ("first", "second", "third")}
+
+    async def in_reverse(request: Foo) -> Foo:
+        await gates[request.text].wait()
+        return Foo(text=request.text.upper())
+
+    async with (
+        router.service("r", Foo, Foo, in_reverse),
+        router.caller("r", Foo, Foo) as caller,
+        trio.open_nursery() as nursery,
+    ):
+        results: dict[str, str] = {}
+
+        async def ask(text: str) -> None:
+            results[text] = (await caller.call(Foo(text=text), timeout=5)).text
+
+        for word in gates:
+            nursery.start_soon(ask, word)
+            await trio.testing.wait_all_tasks_blocked()
+        for word in reversed(list(gates)):
+            gates[word].set()
+            await trio.testing.wait_all_tasks_blocked()
+    assert results == {"first": "FIRST", "second": "SECOND", "third": "THIRD"}
+
+
 async def test_in_process_requests_and_replies_are_not_copied(router: Router) -> None:
     seen: list[Foo] = []
     answer = Bar(a=7)
@@ -66,6 +94,7 @@ async def test_in_process_requests_and_replies_are_not_copied(router: Router) ->
         reply = await caller.call(request, timeout=5)
     assert seen[0] is request
     assert reply is answer
+    assert request == Foo(text="x")  # the Go Caller wrote its nonce into the request
 
 
 async def test_a_stream_of_replies_ends_when_the_service_ends_it(router: Router) -> None:
