@@ -289,7 +289,7 @@ class Caller(StackOwner, Generic[Req, Resp]):
                 continue
             remaining = set(self._targets(requests.interests))
             for call in self._calls.values():
-                if not call.answered and call.target not in remaining:
+                if not call.answered and call.target not in remaining and not call.items:
                     call.push(_RETARGET)
 
     def _open(self, envelope: RpcReply, call: _Call) -> object:
@@ -443,7 +443,7 @@ class ReplyStream(Generic[Resp]):
         requests = caller._requests
         if requests is None:
             raise Closed(f"the caller of {caller.path} is not open", route=caller.path)
-        if len(caller._calls) >= caller.config.max_pending_calls:
+        if not again and len(caller._calls) >= caller.config.max_pending_calls:
             raise WouldBlock(
                 f"the caller of {caller.path} has {len(caller._calls)} calls open",
                 route=caller.path,

@@ -26,9 +26,12 @@ from dndm_p2p import (
     Timeout,
     TypeMismatch,
     Unavailable,
+    WouldBlock,
 )
+from dndm_p2p.core import rpc
 from dndm_p2p.core.rpc import RpcConfig
 from dndm_p2p.errors import ConfigError, PermanentError
+from protocols.v1.rpc_pb2 import RpcRequest
 from tests.proto.messages_pb2 import Bar, Foo, Reply, Request
 from tests.support.nodes import mesh
 
@@ -402,6 +405,45 @@ async def test_requests_of_the_wrong_type_and_bad_limits_are_refused(router: Rou
         RpcConfig(concurrency=0)
     with pytest.raises(ConfigError, match=r"RpcConfig.timeout"):
         router.caller("t", Foo, Foo, timeout=-1)
+
+
+async def test_a_caller_bounds_its_open_calls(router: Router) -> None:
+    never = trio.Event()
+
+    async def stuck(request: Foo) -> Foo:
+        await never.wait()
+        return request
+
+    config = RpcConfig(max_pending_calls=1)
+    async with (
+        router.service("p", Foo, Foo, stuck),
+        router.caller("p", Foo, Foo, config=config) as caller,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(partial(caller.call, Foo(), timeout=30))
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(WouldBlock, match="1 calls open"):
+            await caller.call(Foo(), timeout=5)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_service_refuses_a_reply_route_outside_its_path(router: Router) -> None:
+    service = router.service("own", Foo, Foo, shout)
+    async with service, router.publish("own", RpcRequest) as forged:
+        await forged.send(
+            RpcRequest(
+                call_id=1,
+                reply_route="dndm.v1.RpcReply@elsewhere",
+                timeout_us=1_000_000,
+                target_handle=service._handle_id,
+                origin=rpc._PROCESS_TOKEN,
+                body=Foo(text="x").SerializeToString(),
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert (service.refused, service.served) == (1, 0)
+        # No intent was declared on the forged reply route.
+        assert [str(info.route) for info in router.routes()] == ["dndm.v1.RpcRequest@own"]
 
 
 async def test_a_timed_out_call_carries_its_route_and_time_limit(router: Router) -> None:
