@@ -16,7 +16,7 @@ from dndm_p2p.core.pattern import Pattern
 from dndm_p2p.core.qos import Overflow, QoS
 from dndm_p2p.core.route import HashedRoute, PlainRoute, Route, parse_route
 from dndm_p2p.core.router import RouteInfo, Router
-from dndm_p2p.core.rpc import Caller, Service
+from dndm_p2p.core.rpc import Caller, ReplyStream, RpcConfig, Service
 from dndm_p2p.errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
 
 if TYPE_CHECKING:
@@ -62,9 +62,11 @@ __all__ = [
     "PeerInfo",
     "PlainRoute",
     "QoS",
+    "ReplyStream",
     "Route",
     "RouteInfo",
     "Router",
+    "RpcConfig",
     "Service",
     "__version__",
     "parse_route",

@@ -27,7 +27,13 @@ already catches the builtin keeps working (builtin bases in brackets)::
         │   ├── VersionMismatch        an unsupported protocol version
         │   └── UnknownRoute           a route or link this node does not have
         ├── PermissionDenied           [PermissionError] not allowed for this peer or route
-        └── CallbackError              a subscriber callback raised (the cause is attached)
+        ├── CallbackError              a subscriber callback raised (the cause is attached)
+        └── RemoteError                a service failed a call (its exception's text and class)
+
+``RemoteError`` is permanent, like ``CallbackError`` (its in-process counterpart): the service
+ran the handler on this request and it failed, and running the same handler on the same
+request again is expected to fail the same way.  It has no builtin base, because the remote
+exception's class is not reconstructed (only its name travels, in ``kind``).
 
 ``Closed`` is a ``RuntimeError`` because using a closed handle is a call made in the wrong
 state, not a bad argument: Python says the same of a closed event loop or executor
@@ -38,7 +44,9 @@ and their ``str()`` is the message, as for every other class here.
 Errors carry the facts a caller needs as attributes, all keyword-only and ``None`` when not
 given: every error has ``peer`` (the base58 peer id concerned) and ``route`` (the route's
 text); :class:`ConfigError` has ``field`` (``"NodeConfig.ping_interval"``), :class:`Timeout`
-has ``timeout`` (seconds), :class:`FrameTooLarge` has ``size`` and ``limit`` (bytes).
+has ``timeout`` (seconds), :class:`RemoteError` has ``code`` (a ``dndm.v1.RpcError.Code``
+number) and ``kind`` (the remote exception's class name), :class:`FrameTooLarge` has ``size``
+and ``limit`` (bytes).
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ __all__ = [
     "NoInterest",
     "PermanentError",
     "PermissionDenied",
+    "RemoteError",
     "ProtocolError",
     "RouteError",
     "Timeout",
@@ -217,3 +226,25 @@ class CallbackError(PermanentError):
     The interest is closed when its callback fails, and this error is raised when the
     application leaves the interest's ``async with`` block (and on any later use).
     """
+
+
+class RemoteError(PermanentError):
+    """A service answered a call with an error: its handler raised, or refused the request.
+
+    ``str()`` is the remote exception's text.
+
+    :param code: the ``dndm.v1.RpcError.Code`` number (1 = the handler raised).
+    :param kind: the class name of the exception at the service (``"ValueError"``), when known.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        code: int | None = None,
+        kind: str | None = None,
+        peer: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(*args, peer=peer, route=route)
+        self.code = code
+        self.kind = kind

@@ -39,6 +39,7 @@ from dndm_p2p.core.interest import Interest
 from dndm_p2p.core.qos import Overflow, QoS
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
+from dndm_p2p.core.rpc import Caller, Handler, RpcConfig, Service
 from dndm_p2p.discovery.component import Discovery
 from dndm_p2p.errors import Closed, ConnectionLost, DndmError, ProtocolError, Unavailable
 from dndm_p2p.host.build import HostConfig, connect, listen_addrs, running_host, set_circuit_dialer
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
 __all__ = ["HostFactory", "KnownRoute", "LinkStats", "Node", "NodeEvent", "PeerInfo"]
 
 T = TypeVar("T", bound=Message)
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
 
 #: Builds the running host of a node from its key pair (see :class:`Node`).
 HostFactory = Callable[["KeyPair"], AbstractAsyncContextManager["IHost"]]
@@ -290,6 +293,35 @@ class Node(StackOwner):
         if self.nat is not None:
             return self.nat.advertised_addrs()
         return list(self.host.get_transport_addrs())
+
+    # -- request/reply -------------------------------------------------------------------------
+
+    def caller(
+        self,
+        path: str,
+        request_type: type[Req],
+        reply_type: type[Resp],
+        *,
+        timeout: float | None = None,
+        config: RpcConfig | None = None,
+    ) -> Caller[Req, Resp]:
+        """A :class:`~dndm_p2p.core.rpc.Caller` of the services of ``path`` (enter it to use it)."""
+        return Caller(self, path, request_type, reply_type, timeout=timeout, config=config)
+
+    def service(
+        self,
+        path: str,
+        request_type: type[Req],
+        reply_type: type[Resp],
+        handler: Handler[Req, Resp],
+        *,
+        concurrency: int | None = None,
+        config: RpcConfig | None = None,
+    ) -> Service[Req, Resp]:
+        """A :class:`~dndm_p2p.core.rpc.Service` answering ``path`` with ``handler`` (enter it)."""
+        return Service(
+            self, path, request_type, reply_type, handler, concurrency=concurrency, config=config
+        )
 
     # -- declarations -----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from dndm_p2p import (
     PermanentError,
     PermissionDenied,
     ProtocolError,
+    RemoteError,
     RouteError,
     Router,
     Timeout,
@@ -67,6 +68,7 @@ PERMANENT = {
     UnknownRoute,
     PermissionDenied,
     CallbackError,
+    RemoteError,
 }
 
 
@@ -140,6 +142,9 @@ def test_class_specific_facts() -> None:
     assert (FrameTooLarge("x").size, FrameTooLarge("x").limit) == (None, None)
     too_large = FrameTooLarge("x", size=5000, limit=4096)
     assert (too_large.size, too_large.limit) == (5000, 4096)
+    assert (RemoteError("x").code, RemoteError("x").kind) == (None, None)
+    remote = RemoteError("x", code=1, kind="ValueError")
+    assert (remote.code, remote.kind) == (1, "ValueError")
 
 
 # -- at real raise sites --------------------------------------------------------------------
