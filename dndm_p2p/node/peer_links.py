@@ -24,7 +24,15 @@ from dndm_p2p.core.adverts import RemoteAdvert
 from dndm_p2p.core.qos import Overflow, QoS
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
-from dndm_p2p.errors import Closed, ConnectionLost, DndmError, ProtocolError, UnknownRoute
+from dndm_p2p.errors import (
+    Closed,
+    ConnectionLost,
+    DndmError,
+    LinkReset,
+    ProtocolError,
+    SlowSubscriber,
+    UnknownRoute,
+)
 from dndm_p2p.node.best_effort import close_quietly, drain_quietly, write_quietly
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink
@@ -291,6 +299,12 @@ class PeerLinks:
                 await writer.write_frames(
                     [data_result(result_pb2.Result.CLOSED, "intent withdrawn", link_id=link_id)]
                 )
+        except (SlowSubscriber, LinkReset) as exc:
+            # The subscriber is told why its link ends (a stalled one may never read it); the
+            # application was told of an eviction when it happened.
+            if not writer.broken:
+                with trio.move_on_after(1):
+                    await write_quietly(writer, data_result(exc, link_id=link_id, nonce=nonce))
         except DndmError as exc:
             if isinstance(exc, ProtocolError):
                 self._stats.protocol_errors += 1
