@@ -100,6 +100,9 @@ class NodeConfig:
     #: Limits that protect the node from a hostile or broken peer.
     max_frame_size: int = MAX_FRAME_SIZE
     max_remote_adverts: int = 10_000
+    #: Peers whose incarnation (start) the node remembers, to tell a peer's restart from its
+    #: reconnection (the least recently seen are forgotten first).
+    remembered_incarnations: int = 4096
     max_links_per_peer: int = 1024
     #: Most connections the host keeps open (a bootstrap server wants more).
     max_connections: int = 300
@@ -164,6 +167,7 @@ class NodeConfig:
         check_count(self, "reliable_link_depth", at_least=1, at_most=1 << 20)
         check_size(self, "max_frame_size", at_least=1024, at_most=MAX_FRAME_SIZE)
         check_count(self, "max_remote_adverts", at_least=1)
+        check_count(self, "remembered_incarnations", at_least=1)
         check_count(self, "max_links_per_peer", at_least=1)
         check_count(self, "max_connections", at_least=2)
         for name, kind in (

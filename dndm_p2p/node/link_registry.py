@@ -7,6 +7,12 @@ where it stopped, and after it the link is dropped.  Our reliable subscriptions
 (:class:`~dndm_p2p.node.inbound.InboundLink`) are kept by peer and route, so that a new session
 with the peer resumes them.  Unreliable links are made anew for every stream.
 
+Each node start draws a random 64-bit *incarnation*, sent in the hello.  A peer's hello with
+the incarnation last seen from it is a reconnection: its reliable links resume.  One with
+another incarnation is a restart: every link state kept for the old process (parked reliable
+links to our routes, resume points of our subscriptions) is dropped before the new process
+links, so both sides start afresh, and the node emits ``peer_restarted``.
+
 The registry also decides what this node offers its peers (its capabilities), validates
 the ``LinkOpen`` frames peers send, and applies each route's
 :class:`~dndm_p2p.node.slow_subscribers.SlowSubscriberPolicy` to the links it makes: it
@@ -17,6 +23,8 @@ watches them, counts what they dropped, and reports every evicted subscriber (a
 from __future__ import annotations
 
 import itertools
+import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import trio
@@ -75,6 +83,10 @@ class LinkRegistry:
             config.link_queue_depth,
             config.reliable_link_depth,
         )
+        #: This node's incarnation: drawn at every start, never 0.
+        self.incarnation = secrets.randbits(64) or 1
+        #: The last incarnation seen from each peer, least recently seen first.
+        self._incarnations: OrderedDict[str, int] = OrderedDict()
         self._stats = SlowSubscriberStats()
         #: Unreliable links still attached, whose drops are not yet in ``_stats``.
         self._live: set[OutboundLink] = set()
@@ -92,6 +104,53 @@ class LinkRegistry:
         for link in self._reliable_out.values():
             link.detach()
         self._reliable_out.clear()
+
+    # -- incarnations --------------------------------------------------------------------------
+
+    def peer_hello(self, peer: str, incarnation: int) -> str:
+        """``peer`` sent a hello with ``incarnation``: say whether it is ``"new"`` (not seen
+        before, or a peer too old to send one: 0), ``"reconnected"`` (same incarnation) or
+        ``"restarted"`` (another one).  A restart drops every link state kept for the peer's
+        old process, at once, so that nothing of it is resumed by the new one."""
+        if not incarnation:
+            return "new"
+        previous = self._incarnations.pop(peer, None)
+        self._incarnations[peer] = incarnation
+        while len(self._incarnations) > self._config.remembered_incarnations:
+            self._incarnations.popitem(last=False)
+        if previous is None:
+            return "new"
+        if previous == incarnation:
+            return "reconnected"
+        dropped = self._forget_peer_links(peer)
+        if self._emit is not None:
+            self._emit(
+                NodeEvent(
+                    "peer_restarted",
+                    peer,
+                    f"incarnation {previous:016x} gave way to {incarnation:016x}; "
+                    f"{dropped} link state(s) of the old process dropped",
+                )
+            )
+        return "restarted"
+
+    def _forget_peer_links(self, peer: str) -> int:
+        """Drop the reliable link state kept for ``peer``; return how many links had some."""
+        dropped = 0
+        for key, link in list(self._reliable_out.items()):
+            if key[0] == peer:
+                del self._reliable_out[key]
+                timer = self._parked.pop(key, None)
+                if timer is not None:
+                    timer.cancel()
+                link.detach()
+                dropped += 1
+        for in_key, inbound in list(self._reliable_in.items()):
+            if in_key[0] == peer:
+                del self._reliable_in[in_key]
+                inbound.stale = True
+                dropped += 1
+        return dropped
 
     # -- what a slow subscriber gets ----------------------------------------------------------
 

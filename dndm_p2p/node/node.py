@@ -327,6 +327,12 @@ class Node:
         return intent
 
     @property
+    def incarnation(self) -> int:
+        """This node's incarnation: a random 64-bit id drawn when the node was created, sent
+        in every hello, so that peers tell its restart from its reconnection."""
+        return self._links.incarnation
+
+    @property
     def slow_subscribers(self) -> SlowSubscriberStats:
         """A snapshot of the counters of remote subscribers that did not keep up."""
         return self._links.slow_subscriber_stats()
@@ -547,6 +553,7 @@ class _NodeServices:
         self.inbound_link = node._links.inbound_link
         self.outbound_link = node._links.outbound_link
         self.link_stream_ended = node._links.link_stream_ended
+        self.peer_hello = node._links.peer_hello
         self.advert = node._advertiser.advert
         self.moving = node._moves.is_moving
         self.session_ended = node._session_ended
@@ -569,6 +576,10 @@ class _NodeServices:
     @property
     def closing(self) -> bool:
         return self._node._closing
+
+    @property
+    def incarnation(self) -> int:
+        return self._node.incarnation
 
     @property
     def wanted_peers(self) -> frozenset[str]:

@@ -292,6 +292,12 @@ class PeerLinks:
             frame = await self._read_link_open(reader)
             opening = frame.open
             link_id, nonce = opening.link_id, frame.header.sequence
+            # The peer's hello says whether it restarted; only then can its LinkOpen be
+            # matched with the link state kept for it.
+            with trio.move_on_after(host.config.handshake_timeout):
+                await self._ready.wait()
+            if not self._ready.is_set():
+                raise ProtocolError(f"{self.peer} opened a link but sent no hello")
             link = host.outbound_link(self.peer, opening)
             self.outbound.add(link)
             await link.serve(reader, writer, opening)
