@@ -11,7 +11,8 @@ Each node start draws a random 64-bit *incarnation*, sent in the hello.  A peer'
 the incarnation last seen from it is a reconnection: its reliable links resume.  One with
 another incarnation is a restart: every link state kept for the old process (parked reliable
 links to our routes, resume points of our subscriptions) is dropped before the new process
-links, so both sides start afresh, and the node emits ``peer_restarted``.
+links, so both sides start afresh, and the node emits ``peer_restarted`` (a reconnection:
+``peer_reconnected``).
 
 The registry also decides what this node offers its peers (its capabilities), validates
 the ``LinkOpen`` frames peers send, and applies each route's
@@ -121,6 +122,10 @@ class LinkRegistry:
         if previous is None:
             return "new"
         if previous == incarnation:
+            if self._emit is not None:
+                self._emit(
+                    NodeEvent("peer_reconnected", peer, "same incarnation: reliable links resume")
+                )
             return "reconnected"
         dropped = self._forget_peer_links(peer)
         if self._emit is not None:

@@ -19,6 +19,8 @@ from dndm_p2p.core.router import Router
 from dndm_p2p.node.link_registry import LinkRegistry
 from dndm_p2p.node.node import Node
 from tests.node.test_multiprocess import Proc, cluster, linked
+from tests.proto.messages_pb2 import Sample
+from tests.support.nodes import mesh, receive
 
 #: The issue's bound: the restarted side links within 5 s.
 RELINK_BOUND = 5.0
@@ -164,3 +166,26 @@ async def test_every_node_start_has_its_own_incarnation() -> None:
             await session.hello_received.wait()
         assert session.remote_incarnation == second.incarnation
         assert session.peer_start == "new"
+
+
+async def test_a_reconnection_is_reported_as_one_and_keeps_the_reliable_link() -> None:
+    async with (
+        mesh(2, reconnect_initial=0.05) as (a, b),
+        b.events() as events,
+        a.publish("resume", Sample) as out,
+        b.subscribe("resume", Sample, reliable=True) as sub,
+    ):
+        with trio.fail_after(10):
+            await out.wait_interest()
+        await out.send(Sample(seq=1))
+        assert [m.seq for m in await receive(sub, 1)] == [1]
+        await b.host.disconnect(a.host.get_id())
+        with trio.fail_after(10):
+            async for event in events:
+                if event.kind == "peer_reconnected":
+                    assert event.peer == a.peer_id
+                    break
+                assert event.kind != "peer_restarted"
+            await out.wait_interest()
+        await out.send(Sample(seq=2))
+        assert [m.seq for m in await receive(sub, 1)] == [2]
