@@ -3,8 +3,9 @@
 The link is a sink on the route, so local intents deliver to it exactly as to a local
 interest, but its queue belongs to the publisher: it never makes a producer wait, whatever the
 subscriber asked for (``block`` and ``reliable`` included; the subscriber applies its own depth
-and overflow policy on its side).  Its depth is the subscriber's, capped by the route's
-:class:`~dndm_p2p.node.slow_subscribers.SlowSubscriberPolicy`; when it is full, messages are
+and overflow policy on its side).  Its depth is the route's bound (from its
+:class:`~dndm_p2p.node.slow_subscribers.SlowSubscriberPolicy`), or the subscriber's own depth
+when that is smaller and the subscriber drops on overflow anyway; when it is full, messages are
 dropped for this subscriber alone, counted and reported to it in the next batch, and under the
 ``evict`` policy a link that lags for the deadline is evicted.  One writer task drains it: it
 takes whatever is queued, up to the credit the subscriber granted, serializes it into one
@@ -378,14 +379,18 @@ class OutboundLink:
                 f"ack for sequence {ack.cumulative_sequence}, never sent (next is "
                 f"{self.next_sequence})"
             )
+        progressed = False
         if ack.cumulative_sequence > self.acked:
             self.acked = ack.cumulative_sequence
             unacked = self.unacked
             while unacked and unacked[0][0] <= self.acked:
                 unacked.popleft()
+            progressed = True  # room within the reliable bound, even without new credit
         if ack.credit:
             if self.credit + ack.credit > 1 << 31:
                 raise ProtocolError("credit overflow")
             self.credit += ack.credit
+            progressed = True
+        if progressed:
             self._credit_changed.set()
             self._credit_changed = trio.Event()

@@ -174,3 +174,46 @@ def test_the_new_errors_map_to_their_result_codes() -> None:
     assert code_for(LinkReset("x")) == result_pb2.Result.RESUME_REFUSED
     refused = result_pb2.Result(code=result_pb2.Result.RESUME_REFUSED)
     assert isinstance(error_for(refused, "publisher"), LinkReset)
+
+
+async def test_a_reliable_link_holds_at_most_its_bound_unacked_and_says_when_it_gives_up() -> None:
+    async with (
+        Node(NodeConfig(name="node", reliable_link_depth=16)) as node,
+        node.publish(NODE_OUT, Foo) as out,
+        hostile_peer(node) as hostile,
+    ):
+        await hostile.handshake()
+        stream = await hostile.open("/dndm/data/1.0.0")
+        # A huge credit and no ack, ever: the publisher still keeps at most 16 unacknowledged.
+        await stream.send(
+            control_pb2.DataFrame(
+                open=data_pb2.LinkOpen(
+                    route=NODE_OUT_ROUTE,
+                    link_id=3,
+                    qos=common_pb2.QoS(depth=8, overflow=common_pb2.QoS.BLOCK, reliable=True),
+                    initial_credit=1 << 20,
+                )
+            )
+        )
+        with trio.fail_after(WAIT):
+            await out.wait_interest()
+        frames: list[control_pb2.DataFrame] = []
+        with trio.fail_after(WAIT):
+            for i in range(16):
+                await out.send(Foo(text=str(i)))
+            while sum(len(f.batch.messages) for f in frames) < 16:
+                frame = await stream.receive(control_pb2.DataFrame)
+                assert frame is not None
+                frames.append(frame)
+        # The window is full of unacknowledged messages: what follows queues, up to the bound,
+        # and one more gives the link up, with no send() waiting.
+        with trio.fail_after(1.0):
+            for i in range(16, 100):
+                await out.send(Foo(text=str(i)))
+        with trio.fail_after(WAIT):
+            frames += await stream.until_end(control_pb2.DataFrame)
+        sent = [m for f in frames if f.HasField("batch") for m in f.batch.messages]
+        assert len(sent) == 16
+        (result,) = [f.result for f in frames if f.HasField("result")]
+        assert (result.code, result.link_id) == (result_pb2.Result.SLOW_SUBSCRIBER, 3)
+        assert node.slow_subscribers.reliable_given_up == 1
