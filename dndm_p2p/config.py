@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dht.config import DhtConfig
-from dndm_p2p.core.qos import QoS
+from dndm_p2p.core.qos import QoS, SlowSubscriberMode
 from dndm_p2p.discovery.config import GossipConfig, MdnsConfig
 from nat.config import NatConfig
 from protocols.addrs import peer_addr_problem
 from protocols.ids import MAX_FRAME_SIZE
 from protocols.validation import (
+    check_choice,
     check_count,
     check_flag,
     check_instance,
@@ -40,6 +41,7 @@ _SECONDS = (
     "reliable_grace",
     "message_ttl",
     "max_advert_ttl",
+    "slow_subscriber_deadline",
 )
 
 
@@ -82,12 +84,30 @@ class NodeConfig:
     reliable_grace: float = 30.0
     #: Reliable messages older than this are not resent after a reconnection.
     message_ttl: float = 30.0
+    #: What a remote subscriber that does not keep up gets, for routes whose ``publish()``
+    #: names no ``slow_subscriber``: ``"drop"`` (messages dropped for it alone, counted and
+    #: reported to it) or ``"evict"`` (dropped, then evicted after the deadline).
+    slow_subscriber: SlowSubscriberMode = SlowSubscriberMode.DROP
+    #: How long a remote link may lag before the publisher acts: an ``evict`` link dropping
+    #: messages this long is evicted, and a full reliable link that makes no progress this long
+    #: is given up (so no remote subscriber holds a ``send()`` back longer than this).
+    slow_subscriber_deadline: float = 2.0
+    #: Most messages the publisher queues for one unreliable remote link: a subscriber that
+    #: drops on overflow gets its own depth within this bound, one that asks for ``block`` (it
+    #: cannot block the publisher) gets all of it.
+    link_queue_depth: int = 16384
+    #: Most messages a reliable link queues, and most it keeps unacknowledged; a reliable
+    #: subscriber that falls further behind is given up (told ``SLOW_SUBSCRIBER``).
+    reliable_link_depth: int = 16384
     #: Limits that protect the node from a hostile or broken peer.
     max_frame_size: int = MAX_FRAME_SIZE
     max_remote_adverts: int = 10_000
     #: Longest lifetime a peer's advert gets from its ``ttl_ms`` (seconds); longer ones are
     #: cut to it (``ttl_ms = 0`` still means "until unregistered or disconnected").
     max_advert_ttl: float = 3600.0
+    #: Peers whose incarnation (start) the node remembers, to tell a peer's restart from its
+    #: reconnection (the least recently seen are forgotten first).
+    remembered_incarnations: int = 4096
     max_links_per_peer: int = 1024
     #: Most connections the host keeps open (a bootstrap server wants more).
     max_connections: int = 300
@@ -144,8 +164,20 @@ class NodeConfig:
             raise invalid(self, "reconnect_max", "must be at least reconnect_initial")
         if self.reconnect_attempts is not None:
             check_count(self, "reconnect_attempts", at_least=0)
+        object.__setattr__(
+            self,
+            "slow_subscriber",
+            SlowSubscriberMode(
+                check_choice(
+                    self, "slow_subscriber", [choice.value for choice in SlowSubscriberMode]
+                )
+            ),
+        )
+        check_count(self, "link_queue_depth", at_least=1, at_most=1 << 20)
+        check_count(self, "reliable_link_depth", at_least=1, at_most=1 << 20)
         check_size(self, "max_frame_size", at_least=1024, at_most=MAX_FRAME_SIZE)
         check_count(self, "max_remote_adverts", at_least=1)
+        check_count(self, "remembered_incarnations", at_least=1)
         check_count(self, "max_links_per_peer", at_least=1)
         check_count(self, "max_connections", at_least=2)
         for name, kind in (

@@ -16,6 +16,8 @@ already catches the builtin keeps working (builtin bases in brackets)::
     │   ├── Timeout                    [TimeoutError] no result within the time limit
     │   └── Unavailable                [ConnectionError] a peer or service is unreachable
     │       └── ConnectionLost         an established connection or stream broke
+    │   ├── SlowSubscriber             a publisher gave up on a subscriber that lagged
+    │   └── LinkReset                  a reliable link could not resume: it starts afresh
     └── PermanentError                 retrying the same call cannot succeed
         ├── RouteError                 [ValueError] malformed route, hashed route or pattern
         ├── TypeMismatch               [TypeError] message class does not match the route
@@ -58,6 +60,7 @@ __all__ = [
     "ConnectionLost",
     "DndmError",
     "FrameTooLarge",
+    "LinkReset",
     "MalformedFrame",
     "NoInterest",
     "PermanentError",
@@ -65,6 +68,7 @@ __all__ = [
     "RemoteError",
     "ProtocolError",
     "RouteError",
+    "SlowSubscriber",
     "Timeout",
     "TransientError",
     "TypeMismatch",
@@ -177,6 +181,17 @@ class Unavailable(TransientError, ConnectionError):
 
 class ConnectionLost(Unavailable):
     """An established connection or stream to a peer broke."""
+
+
+class SlowSubscriber(TransientError):
+    """A publisher gave up on a remote subscriber that did not keep up with its route: the
+    link lagged past the publisher's deadline, or a reliable link could hold no more without
+    losing a message.  The link's state is gone; a new link may be refused for a while."""
+
+
+class LinkReset(TransientError):
+    """A reliable link could not resume where it stopped (the far end restarted, or gave the
+    link up): it starts afresh, and what was sent between the two links is lost."""
 
 
 class ProtocolError(PermanentError):

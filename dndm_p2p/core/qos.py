@@ -8,7 +8,14 @@ from typing import Final, Literal
 
 from dndm_p2p.errors import ConfigError
 
-__all__ = ["DEFAULT_DEPTH", "MAX_DEPTH", "NoInterestPolicy", "Overflow", "QoS"]
+__all__ = [
+    "DEFAULT_DEPTH",
+    "MAX_DEPTH",
+    "NoInterestPolicy",
+    "Overflow",
+    "QoS",
+    "SlowSubscriberMode",
+]
 
 #: Queue depth of an interest when none is given.
 DEFAULT_DEPTH: Final = 128
@@ -29,6 +36,16 @@ class Overflow(StrEnum):
     DROP_NEWEST = "drop_newest"
     #: Make the producer wait until the subscriber has room (lossless, couples the two).
     BLOCK = "block"
+
+
+class SlowSubscriberMode(StrEnum):
+    """What a publisher does with a remote subscriber that does not keep up (chosen per route
+    by the publisher; the subscriber's own QoS only governs its side of the link)."""
+
+    #: Drop messages for that subscriber only (counted, and reported to it in the next batch).
+    DROP = "drop"
+    #: Drop for it as long as it lags, and evict it once it has lagged for the deadline.
+    EVICT = "evict"
 
 
 @dataclass(frozen=True, slots=True)

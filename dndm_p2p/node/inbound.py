@@ -39,7 +39,9 @@ __all__ = ["InboundLink"]
 class InboundLink:
     """One route we subscribe to at one peer (see the module docstring).
 
-    A reliable link keeps ``last_delivered`` across streams, so a new stream resumes after it.
+    A reliable link keeps ``last_delivered`` across streams, so a new stream resumes after it,
+    until it is :attr:`stale`: its publisher gave it up or could not resume it, and the next
+    link to the route starts afresh.
     """
 
     def __init__(
@@ -67,6 +69,8 @@ class InboundLink:
         self.received = 0
         self.dropped_by_publisher = 0
         self.unrouted = 0
+        #: True once the publisher ended the link's state (evicted it, or refused to resume it).
+        self.stale = False
         self._max_frame_size = max_frame_size
         self._state: RouteState | None = None
         #: Messages the publisher may still send on the current stream (its credit).
@@ -185,8 +189,11 @@ class InboundLink:
         if kind is None:
             raise MalformedFrame(f"{frame.DESCRIPTOR.full_name} has no body")
         if kind == "result":
-            if frame.result.code in (result_pb2.Result.OK, result_pb2.Result.CLOSED):
+            code = frame.result.code
+            if code in (result_pb2.Result.OK, result_pb2.Result.CLOSED):
                 return
+            if code in (result_pb2.Result.SLOW_SUBSCRIBER, result_pb2.Result.RESUME_REFUSED):
+                self.stale = True
             raise error_for(frame.result, f"publisher {self.peer} on {self.route}")
         raise ProtocolError(f"unexpected {kind!r} frame from the publisher")
 

@@ -36,7 +36,7 @@ from dndm_p2p.config import NodeConfig
 from dndm_p2p.core.adverts import RemoteAdvert
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
-from dndm_p2p.core.qos import Overflow, QoS
+from dndm_p2p.core.qos import Overflow, QoS, SlowSubscriberMode
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
 from dndm_p2p.core.rpc import Caller, Handler, RpcConfig, Service
@@ -53,6 +53,7 @@ from dndm_p2p.node.link_registry import LinkRegistry
 from dndm_p2p.node.moves import SessionMoves
 from dndm_p2p.node.reconnect import Reconnector, peer_of
 from dndm_p2p.node.session import PeerSession
+from dndm_p2p.node.slow_subscribers import SlowSubscriberStats
 from dndm_p2p.node.snapshots import known_routes, link_stats, peer_infos
 from dndm_p2p.node.types import KnownRoute, LinkStats, NodeEvent, PeerInfo
 from dndm_p2p.node.watcher import ConnectionWatcher
@@ -108,7 +109,9 @@ class Node(StackOwner):
         self.dropped_streams = 0
         self._closing = False
         self._key_pair: KeyPair | None = None
-        self._links = LinkRegistry(self.router, self.config, lambda: self._closing)
+        self._links = LinkRegistry(
+            self.router, self.config, lambda: self._closing, self._events.emit
+        )
         self._reconnector = Reconnector(
             self.config,
             dial=lambda addr, keep: self._join(addr, keep=keep),
@@ -325,9 +328,40 @@ class Node(StackOwner):
 
     # -- declarations -----------------------------------------------------------------------------
 
-    def publish(self, route: str | Route, msg_type: type[T], **options: Any) -> Intent[T]:
-        """Declare an intent, here and at every peer (see :meth:`Router.publish`)."""
-        return self.router.publish(route, msg_type, **options)
+    def publish(
+        self,
+        route: str | Route,
+        msg_type: type[T],
+        *,
+        slow_subscriber: SlowSubscriberMode | str | None = None,
+        evict_after: float | None = None,
+        **options: Any,
+    ) -> Intent[T]:
+        """Declare an intent, here and at every peer (see :meth:`Router.publish`).
+
+        No remote subscriber ever makes this intent's ``send()`` wait.  ``slow_subscriber``
+        says what one that does not keep up gets: ``"drop"`` (messages dropped for it alone,
+        counted and reported to it) or ``"evict"`` (dropped, and its link evicted once it has
+        lagged for ``evict_after`` seconds, with a ``subscriber_evicted`` event); ``None``
+        takes ``config.slow_subscriber`` and ``config.slow_subscriber_deadline``.  The route's
+        policy applies to the links made from now on; the last intent declared on a route sets
+        it.  Local subscribers keep their own QoS (``block`` included).
+        """
+        policy = self._links.make_policy(slow_subscriber, evict_after)
+        intent = self.router.publish(route, msg_type, **options)
+        self._links.set_policy(intent.route, policy)
+        return intent
+
+    @property
+    def incarnation(self) -> int:
+        """This node's incarnation: a random 64-bit id drawn when the node was created, sent
+        in every hello, so that peers tell its restart from its reconnection."""
+        return self._links.incarnation
+
+    @property
+    def slow_subscribers(self) -> SlowSubscriberStats:
+        """A snapshot of the counters of remote subscribers that did not keep up."""
+        return self._links.slow_subscriber_stats()
 
     def subscribe(self, route: str | Route, msg_type: type[T], **options: Any) -> Interest[T]:
         """Declare an interest, here and at every peer (see :meth:`Router.subscribe`).
@@ -574,6 +608,7 @@ class _NodeServices:
         self.inbound_link = node._links.inbound_link
         self.outbound_link = node._links.outbound_link
         self.link_stream_ended = node._links.link_stream_ended
+        self.peer_hello = node._links.peer_hello
         self.advert = node._advertiser.advert
         self.moving = node._moves.is_moving
         self.session_ended = node._session_ended
@@ -596,6 +631,10 @@ class _NodeServices:
     @property
     def closing(self) -> bool:
         return self._node._closing
+
+    @property
+    def incarnation(self) -> int:
+        return self._node.incarnation
 
     @property
     def wanted_peers(self) -> frozenset[str]:

@@ -1,17 +1,22 @@
 """The publisher's end of a remote link: a peer's subscription to one of our routes.
 
-The link is a sink on the route (a :class:`DeliveryQueue` with the subscriber's QoS), so local
-intents deliver to it exactly as to a local interest.  One writer task drains it: it takes
-whatever is queued, up to the credit the subscriber granted, serializes it into one
-``DataBatch`` frame and writes it with one stream write.  It never writes one frame per message,
-and it never writes more than the subscriber can take, so a slow subscriber never makes yamux
-reset the stream: the queue's overflow policy decides what is dropped, and drops are counted
-and reported to the subscriber in the next batch.
+The link is a sink on the route, so local intents deliver to it exactly as to a local
+interest, but its queue belongs to the publisher: it never makes a producer wait, whatever the
+subscriber asked for (``block`` and ``reliable`` included; the subscriber applies its own depth
+and overflow policy on its side).  Its depth is the route's bound (from its
+:class:`~dndm_p2p.node.slow_subscribers.SlowSubscriberPolicy`), or the subscriber's own depth
+when that is smaller and the subscriber drops on overflow anyway; when it is full, messages are
+dropped for this subscriber alone, counted and reported to it in the next batch, and under the
+``evict`` policy a link that lags for the deadline is evicted.  One writer task drains it: it
+takes whatever is queued, up to the credit the subscriber granted, serializes it into one
+``DataBatch`` frame and writes it with one stream write.
 
-Reliable links number their messages, keep what is unacknowledged (bounded by the credit window,
-and by a TTL), and survive a broken stream: the node keeps the link attached for a grace period,
-and a new stream that resumes the same link gets everything after the subscriber's last
-delivered sequence number, in order, once.
+Reliable links number their messages, keep what is unacknowledged, and survive a broken stream:
+the node keeps the link attached for a grace period, and a new stream that resumes the same
+link gets everything after the subscriber's last delivered sequence number, in order, once.
+What a reliable link holds is bounded (``reliable_depth`` queued, as many unacknowledged): a
+link that would need one more is *given up* rather than allowed to lose a message silently or
+to hold producers back, and its subscriber is told with ``SLOW_SUBSCRIBER``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -26,18 +32,19 @@ import trio
 from dndm_p2p.core.adverts import qos_from_wire
 from dndm_p2p.core.links import LinkInfo, LinkTracker
 from dndm_p2p.core.lowlevel import RouteState
-from dndm_p2p.core.qos import Overflow, QoS
+from dndm_p2p.core.qos import Overflow, QoS, SlowSubscriberMode
 from dndm_p2p.core.queue import DeliveryQueue
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
-from dndm_p2p.errors import Closed, ConnectionLost, ProtocolError
+from dndm_p2p.errors import Closed, ConnectionLost, ProtocolError, SlowSubscriber
 from dndm_p2p.node.results import error_for
+from dndm_p2p.node.slow_subscribers import SlowSubscriberPolicy
 from dndm_p2p.nurseries import race
 from protocols import compression
 from protocols.framing import FrameReader, FrameWriter, read_message
 from protocols.v1 import control_pb2, data_pb2, result_pb2
 
-__all__ = ["MAX_BATCH_MESSAGES", "OutboundLink"]
+__all__ = ["MAX_BATCH_MESSAGES", "GiveUp", "OutboundLink"]
 
 #: Most messages in one DataBatch frame.
 MAX_BATCH_MESSAGES = 4096
@@ -50,8 +57,16 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+#: Told when a link is evicted or given up: (the link, the error its subscriber is sent).
+GiveUp = Callable[["OutboundLink", SlowSubscriber], None]
+
+
 class OutboundLink:
-    """One peer's subscription to one of our routes (see the module docstring)."""
+    """One peer's subscription to one of our routes (see the module docstring).
+
+    Invariants: the queue never blocks a producer; a reliable link's queue never drops (a drop
+    gives the link up first); once :attr:`given_up` is set the link is detached and ends.
+    """
 
     def __init__(
         self,
@@ -60,16 +75,30 @@ class OutboundLink:
         peer: str,
         opening: data_pb2.LinkOpen,
         *,
+        policy: SlowSubscriberPolicy | None = None,
         message_ttl: float = 30.0,
         max_frame_size: int,
+        on_give_up: GiveUp | None = None,
     ) -> None:
         self.router = router
         self.route = route
         self.peer = peer
         self.link_id = opening.link_id
         self.qos: QoS = qos_from_wire(opening.qos)
-        # A reliable link never drops: its producers wait instead.
-        queue_qos = QoS(self.qos.depth, Overflow.BLOCK, True) if self.qos.reliable else self.qos
+        self.policy = policy or SlowSubscriberPolicy()
+        self._on_give_up = on_give_up
+        #: Why the publisher evicted or gave up the link (``None`` while it runs).
+        self.given_up: SlowSubscriber | None = None
+        # The publisher's queue never blocks.  A subscriber that would rather block than lose
+        # gets the route's whole queue bound (then the newest are dropped, counted, reported);
+        # one that drops anyway gets its own depth, within that bound; a reliable link holds up
+        # to its bound and is given up rather than dropping.
+        if self.qos.reliable:
+            queue_qos = QoS(self.policy.reliable_depth, Overflow.DROP_NEWEST)
+        elif self.qos.overflow is Overflow.BLOCK:
+            queue_qos = QoS(self.policy.queue_depth, Overflow.DROP_NEWEST)
+        else:
+            queue_qos = QoS(min(self.qos.depth, self.policy.queue_depth), self.qos.overflow)
         self.queue: DeliveryQueue[Any] = DeliveryQueue(
             queue_qos, LinkInfo(self.link_id, route, peer, self.qos), LinkTracker()
         )
@@ -118,6 +147,54 @@ class OutboundLink:
         """True while a stream carries this link."""
         return self._serving is not None
 
+    def give_up(self, reason: str) -> None:
+        """Evict the subscriber (idempotent): detach, stop serving, tell the owner once."""
+        if self.given_up is not None or self.queue.closed:
+            return
+        self.given_up = SlowSubscriber(
+            f"evicted from {self.route}: {reason}", peer=self.peer, route=str(self.route)
+        )
+        self.detach()
+        if self._serving is not None:
+            self._serving.cancel()
+        if self._on_give_up is not None:
+            self._on_give_up(self, self.given_up)
+
+    async def watch(self) -> None:
+        """Apply the route's policy until the link closes: give a reliable link up once its
+        queue overflowed, and (``evict``) evict a link that lagged for the deadline.
+
+        A link *lags* while messages wait for it and it takes none (it grants no credit, or
+        its stream does not drain), or while its queue drops messages.
+        """
+        queue = self.queue
+        deadline = self.policy.deadline
+        evict = self.policy.mode is SlowSubscriberMode.EVICT
+        step = min(deadline / 4, 0.25)
+        lagging_since: float | None = None
+        taken, dropped = queue.taken, queue.dropped
+        while not queue.closed:
+            await trio.sleep(step)
+            if queue.closed:
+                return
+            if self.reliable and queue.dropped:
+                self.give_up(
+                    f"its reliable link lagged {self.policy.reliable_depth} messages behind"
+                )
+                return
+            if not evict:
+                continue
+            lagging = (bool(queue.items) and queue.taken == taken) or queue.dropped != dropped
+            taken, dropped = queue.taken, queue.dropped
+            now = trio.current_time()
+            if not lagging:
+                lagging_since = None
+            elif lagging_since is None:
+                lagging_since = now - step
+            elif now - lagging_since >= deadline:
+                self.give_up(f"it lagged behind for {deadline:g} s")
+                return
+
     async def serve(
         self,
         reader: FrameReader,
@@ -149,6 +226,8 @@ class OutboundLink:
 
             with scope:
                 await race(write, lambda: self._read_acks(reader))
+            if self.given_up is not None:
+                raise self.given_up
             if scope.cancelled_caught:
                 raise ConnectionLost(f"link on {self.route} moved to a newer stream")
         finally:
@@ -186,8 +265,15 @@ class OutboundLink:
                 [self._batch_frame(chunk[0][0], [payload for _, payload, _ in chunk])]
             )
 
+    def _sendable(self) -> int:
+        """Messages the writer may send now: the credit, and on a reliable link no more than
+        keeps the unacknowledged ones within their bound."""
+        if self.reliable:
+            return min(self.credit, self.policy.reliable_depth - len(self.unacked))
+        return self.credit
+
     async def _wait_credit(self) -> None:
-        while self.credit <= 0:
+        while self._sendable() <= 0:
             await self._credit_changed.wait()
             if self.queue.closed:
                 raise Closed("link closed")
@@ -202,17 +288,22 @@ class OutboundLink:
         while True:
             if not items:
                 await queue.wait_nonempty()
-            if self.credit <= 0:
+            if self._sendable() <= 0:
                 await self._wait_credit()
+            if reliable and queue.dropped:
+                self.give_up(
+                    f"its reliable link lagged {self.policy.reliable_depth} messages behind"
+                )
+                raise Closed("link given up")
             bodies: list[bytes] = []
             written = 0
-            while items and self.credit > 0 and written < MAX_BATCH_BYTES:
+            while items and self._sendable() > 0 and written < MAX_BATCH_BYTES:
                 if len(items) == 1:
                     # The common case of a request/reply: one message, one frame, no loop.
                     payloads = [queue.take_one().SerializeToString()]
                     size = len(payloads[0])
                 else:
-                    limit = min(len(items), self.credit, MAX_BATCH_MESSAGES)
+                    limit = min(len(items), self._sendable(), MAX_BATCH_MESSAGES)
                     # Serialize from the front of the queue and stop before a frame would grow
                     # past its limit: a batch is bounded in bytes as well as in messages.
                     payloads = []
@@ -288,14 +379,18 @@ class OutboundLink:
                 f"ack for sequence {ack.cumulative_sequence}, never sent (next is "
                 f"{self.next_sequence})"
             )
+        progressed = False
         if ack.cumulative_sequence > self.acked:
             self.acked = ack.cumulative_sequence
             unacked = self.unacked
             while unacked and unacked[0][0] <= self.acked:
                 unacked.popleft()
+            progressed = True  # room within the reliable bound, even without new credit
         if ack.credit:
             if self.credit + ack.credit > 1 << 31:
                 raise ProtocolError("credit overflow")
             self.credit += ack.credit
+            progressed = True
+        if progressed:
             self._credit_changed.set()
             self._credit_changed = trio.Event()

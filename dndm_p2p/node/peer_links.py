@@ -24,8 +24,20 @@ from dndm_p2p.core.adverts import RemoteAdvert
 from dndm_p2p.core.qos import Overflow, QoS
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
-from dndm_p2p.errors import Closed, ConnectionLost, DndmError, ProtocolError, UnknownRoute
-from dndm_p2p.node.best_effort import drain_quietly, end_stream_quietly, write_quietly
+from dndm_p2p.errors import (
+    Closed,
+    ConnectionLost,
+    DndmError,
+    LinkReset,
+    ProtocolError,
+    SlowSubscriber,
+    UnknownRoute,
+)
+from dndm_p2p.node.best_effort import (
+    drain_quietly,
+    end_stream_quietly,
+    write_quietly,
+)
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink
 from dndm_p2p.node.results import data_result
@@ -288,6 +300,12 @@ class PeerLinks:
             frame = await self._read_link_open(reader)
             opening = frame.open
             link_id, nonce = opening.link_id, frame.header.sequence
+            # The peer's hello says whether it restarted; only then can its LinkOpen be
+            # matched with the link state kept for it.
+            with trio.move_on_after(host.config.handshake_timeout):
+                await self._ready.wait()
+            if not self._ready.is_set():
+                raise ProtocolError(f"{self.peer} opened a link but sent no hello")
             link = host.outbound_link(self.peer, opening)
             self.outbound.add(link)
             await link.serve(reader, writer, opening)
@@ -295,6 +313,12 @@ class PeerLinks:
                 await writer.write_frames(
                     [data_result(result_pb2.Result.CLOSED, "intent withdrawn", link_id=link_id)]
                 )
+        except (SlowSubscriber, LinkReset) as exc:
+            # The subscriber is told why its link ends (a stalled one may never read it); the
+            # application was told of an eviction when it happened.
+            if not writer.broken:
+                with trio.move_on_after(1):
+                    await write_quietly(writer, data_result(exc, link_id=link_id, nonce=nonce))
         except DndmError as exc:
             if isinstance(exc, ProtocolError):
                 self._stats.protocol_errors += 1

@@ -13,9 +13,11 @@ from typing import TypeAlias
 from dndm_p2p.errors import (
     DndmError,
     FrameTooLarge,
+    LinkReset,
     MalformedFrame,
     PermissionDenied,
     ProtocolError,
+    SlowSubscriber,
     TypeMismatch,
     UnknownRoute,
     VersionMismatch,
@@ -34,6 +36,8 @@ _CODES: tuple[tuple[type[DndmError], Code], ...] = (
     (MalformedFrame, _R.MALFORMED),
     (TypeMismatch, _R.TYPE_MISMATCH),
     (PermissionDenied, _R.PERMISSION_DENIED),
+    (SlowSubscriber, _R.SLOW_SUBSCRIBER),
+    (LinkReset, _R.RESUME_REFUSED),
     # Any other protocol violation: the frame was well formed but broke the protocol's rules.
     (ProtocolError, _R.MALFORMED),
 )

@@ -95,6 +95,16 @@ class SessionHost(LinkHost, Protocol):
         """The advert of a local handle, with the next sequence number."""
         ...
 
+    @property
+    def incarnation(self) -> int:
+        """This node's incarnation, sent in the hello."""
+        ...
+
+    def peer_hello(self, peer: str, incarnation: int) -> str:
+        """The peer's hello named ``incarnation``: ``"new"``, ``"reconnected"`` or
+        ``"restarted"`` (its old process's link state is then dropped)."""
+        ...
+
     def moving(self, session: PeerSession) -> bool:
         """True while ``session``'s relayed connection is giving way to a direct one."""
         ...
@@ -115,6 +125,9 @@ class PeerSession:
         self.stats = PeerStats()
         self.remote_name = ""
         self.remote_capabilities: common_pb2.Capabilities | None = None
+        #: The peer's incarnation (0 until its hello, or from a peer that sends none).
+        self.remote_incarnation = 0
+        self.peer_start = ""
         #: The peer's intents and interests, by the peer's handle id.
         self.remote_intents: dict[int, RemoteAdvert] = {}
         self.remote_interests: dict[int, RemoteAdvert] = {}
@@ -264,6 +277,7 @@ class PeerSession:
             node_name=self.node.name,
             capabilities=self.node.capabilities(),
             sent_us=now_us(),
+            incarnation=self.node.incarnation,
         )
         for intent in self.router.intents():
             hello.intents.append(self.node.advert(intent, register=True))
@@ -431,6 +445,9 @@ class PeerSession:
             )
         self.remote_name = hello.node_name
         self.remote_capabilities = hello.capabilities
+        self.remote_incarnation = hello.incarnation
+        #: ``"new"``, ``"reconnected"`` or ``"restarted"``: what the hello said of the peer.
+        self.peer_start = self.node.peer_hello(self.peer, hello.incarnation)
         self.links.offered = list(hello.capabilities.compression)
         self.remote_intents.clear()
         self.remote_interests.clear()

@@ -26,7 +26,7 @@ from protocols.v1 import advert_pb2 as protocols_dot_v1_dot_advert__pb2
 from protocols.v1 import common_pb2 as protocols_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protocols/v1/hello.proto\x12\x07\x64ndm.v1\x1a\x19protocols/v1/advert.proto\x1a\x19protocols/v1/common.proto\"\xb8\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12+\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x15.dndm.v1.Capabilities\x12 \n\x07intents\x18\x04 \x03(\x0b\x32\x0f.dndm.v1.Advert\x12\"\n\tinterests\x18\x05 \x03(\x0b\x32\x0f.dndm.v1.Advert\x12\x0f\n\x07sent_us\x18\x06 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protocols/v1/hello.proto\x12\x07\x64ndm.v1\x1a\x19protocols/v1/advert.proto\x1a\x19protocols/v1/common.proto\"\xcd\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tnode_name\x18\x02 \x01(\t\x12+\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x15.dndm.v1.Capabilities\x12 \n\x07intents\x18\x04 \x03(\x0b\x32\x0f.dndm.v1.Advert\x12\"\n\tinterests\x18\x05 \x03(\x0b\x32\x0f.dndm.v1.Advert\x12\x0f\n\x07sent_us\x18\x06 \x01(\x04\x12\x13\n\x0bincarnation\x18\x07 \x01(\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.v1.hello_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO']._serialized_start=92
-  _globals['_HELLO']._serialized_end=276
+  _globals['_HELLO']._serialized_end=297
 # @@protoc_insertion_point(module_scope)

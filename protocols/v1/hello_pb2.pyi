@@ -38,6 +38,7 @@ class Hello(_message.Message):
     INTENTS_FIELD_NUMBER: _builtins.int
     INTERESTS_FIELD_NUMBER: _builtins.int
     SENT_US_FIELD_NUMBER: _builtins.int
+    INCARNATION_FIELD_NUMBER: _builtins.int
     protocol_version: _builtins.int
     """Wire protocol version of the sender (protocols.ids.PROTOCOL_VERSION, 1)."""
     node_name: _builtins.str
@@ -47,6 +48,13 @@ class Hello(_message.Message):
     sent_us: _builtins.int
     """Sender's wall clock when the Hello was sent, in microseconds since the
     Unix epoch; with the receiver's clock it gives a rough clock offset.
+    """
+    incarnation: _builtins.int
+    """Random 64-bit id the sender drew when its node started (never 0; 0 = a
+    sender that predates this field). Stable across the sender's reconnections,
+    new at each restart: a receiver that saw another incarnation of the same
+    peer id before knows the peer restarted, drops the link state it kept for
+    the old one (parked reliable links, resume points) and starts afresh.
     """
     @_builtins.property
     def capabilities(self) -> _common_pb2.Capabilities:
@@ -73,10 +81,11 @@ class Hello(_message.Message):
         intents: _abc.Iterable[_advert_pb2.Advert] | None = ...,
         interests: _abc.Iterable[_advert_pb2.Advert] | None = ...,
         sent_us: _builtins.int = ...,
+        incarnation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "intents", b"intents", "interests", b"interests", "node_name", b"node_name", "protocol_version", b"protocol_version", "sent_us", b"sent_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "incarnation", b"incarnation", "intents", b"intents", "interests", b"interests", "node_name", b"node_name", "protocol_version", b"protocol_version", "sent_us", b"sent_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

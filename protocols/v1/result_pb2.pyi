@@ -59,6 +59,19 @@ class Result(_message.Message):
         """Internal error of the sender of the Result."""
         TRANSIENT: Result._Code.ValueType  # 11
         """Temporary condition (overload, not ready); retry later."""
+        SLOW_SUBSCRIBER: Result._Code.ValueType  # 12
+        """The publisher gave up on this subscriber: it did not keep up (its link
+        lagged past the publisher's deadline, or a reliable link could not hold
+        more without losing a message). The link's state is gone; a new link
+        starts afresh (resume_after = 0) and may be refused for a while
+        (transient = true).
+        """
+        RESUME_REFUSED: Result._Code.ValueType  # 13
+        """A LinkOpen asked to resume a reliable link (resume_after != 0) that the
+        publisher holds no state for (it restarted, or gave the link up). The
+        subscriber opens a new link with resume_after = 0; messages between its
+        last delivered one and the new link's first are lost.
+        """
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper):
         """Result codes. New codes may be added; unknown codes are treated as ERROR."""
@@ -89,6 +102,19 @@ class Result(_message.Message):
     """Internal error of the sender of the Result."""
     TRANSIENT: Result.Code.ValueType  # 11
     """Temporary condition (overload, not ready); retry later."""
+    SLOW_SUBSCRIBER: Result.Code.ValueType  # 12
+    """The publisher gave up on this subscriber: it did not keep up (its link
+    lagged past the publisher's deadline, or a reliable link could not hold
+    more without losing a message). The link's state is gone; a new link
+    starts afresh (resume_after = 0) and may be refused for a while
+    (transient = true).
+    """
+    RESUME_REFUSED: Result.Code.ValueType  # 13
+    """A LinkOpen asked to resume a reliable link (resume_after != 0) that the
+    publisher holds no state for (it restarted, or gave the link up). The
+    subscriber opens a new link with resume_after = 0; messages between its
+    last delivered one and the new link's first are lost.
+    """
 
     NONCE_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int

@@ -54,7 +54,16 @@ BUILTIN_BASES: dict[type[DndmError], type[BaseException]] = {
     PermissionDenied: PermissionError,
 }
 
-TRANSIENT = {TransientError, NoInterest, WouldBlock, Timeout, Unavailable, ConnectionLost}
+TRANSIENT = {
+    TransientError,
+    NoInterest,
+    WouldBlock,
+    Timeout,
+    Unavailable,
+    ConnectionLost,
+    errors.SlowSubscriber,
+    errors.LinkReset,
+}
 PERMANENT = {
     PermanentError,
     RouteError,

@@ -1,0 +1,1 @@
+"""Hostile programs the attack tests run in their own OS processes."""
