@@ -28,8 +28,8 @@ from dndm_p2p.config import NodeConfig
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
 from dndm_p2p.node.node import Node, NodeEvent
-from tests.node.test_multiprocess import Cluster, cluster
 from tests.proto.messages_pb2 import Sample
+from tests.support.processes import Cluster, cluster
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses POSIX signals")
 

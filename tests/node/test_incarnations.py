@@ -18,9 +18,9 @@ from dndm_p2p.config import NodeConfig
 from dndm_p2p.core.router import Router
 from dndm_p2p.node.link_registry import LinkRegistry
 from dndm_p2p.node.node import Node
-from tests.node.test_multiprocess import Proc, cluster, linked
 from tests.proto.messages_pb2 import Sample
 from tests.support.nodes import mesh, receive
+from tests.support.processes import Proc, cluster, linked
 
 #: The issue's bound: the restarted side links within 5 s.
 RELINK_BOUND = 5.0

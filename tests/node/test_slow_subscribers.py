@@ -16,8 +16,8 @@ from dndm_p2p.core.qos import SlowSubscriberMode
 from dndm_p2p.errors import ConfigError, LinkReset, SlowSubscriber
 from dndm_p2p.node.node import Node, NodeEvent
 from protocols.v1 import common_pb2, control_pb2, data_pb2, result_pb2
-from tests.node.test_hostile_peers import NODE_OUT, NODE_OUT_ROUTE, hostile_peer
 from tests.proto.messages_pb2 import Foo
+from tests.support.hostile import NODE_OUT, NODE_OUT_ROUTE, hostile_peer
 from tests.support.nodes import eventually, mesh, receive
 
 WAIT = 10.0
