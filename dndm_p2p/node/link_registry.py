@@ -8,7 +8,9 @@ where it stopped, and after it the link is dropped.  Our reliable subscriptions
 with the peer resumes them.  Unreliable links are made anew for every stream.
 
 The registry also decides what this node offers its peers (its capabilities) and validates
-the ``LinkOpen`` frames peers send.
+the ``LinkOpen`` frames peers send.  A new link of a peer is reserved in the node's
+:class:`~dndm_p2p.node.resources.ResourceManager` first (one ``links`` unit, its queue depth in
+``queue_slots``, the depth clamped to ``limits.link_depth``); the link releases it when detached.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import trio
 from google.protobuf.message import Message
 
 from dndm_p2p.config import NodeConfig
+from dndm_p2p.core.adverts import qos_from_wire
 from dndm_p2p.core.qos import QoS
 from dndm_p2p.core.route import Route, parse_route
 from dndm_p2p.core.router import Router
 from dndm_p2p.errors import DndmError, ProtocolError
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink
+from dndm_p2p.node.resources import ResourceManager
 from protocols import compression
 from protocols.v1 import common_pb2, data_pb2
 
@@ -43,10 +47,17 @@ class LinkRegistry:
     ``closing`` tells whether the node is closing: from then on no link is parked.
     """
 
-    def __init__(self, router: Router, config: NodeConfig, closing: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        router: Router,
+        config: NodeConfig,
+        closing: Callable[[], bool],
+        resources: ResourceManager | None = None,
+    ) -> None:
         self._router = router
         self._config = config
         self._closing = closing
+        self._resources = resources or ResourceManager(config.limits)
         self.compressions = compression.available() if config.compression else []
         #: Reliable links to our routes, kept across their subscriber's reconnections.
         self._reliable_out: dict[_LinkKey, OutboundLink] = {}
@@ -122,6 +133,14 @@ class LinkRegistry:
             if timer is not None:
                 timer.cancel()
             return existing
+        resources = self._resources
+        depth = resources.clamp_depth(qos_from_wire(opening.qos).depth)
+        resources.reserve(peer, "links", 1, "links")
+        try:
+            resources.reserve(peer, "queue_slots", depth, "queue_slots")
+        except DndmError:
+            resources.release(peer, "links", 1, "links")
+            raise
         link = OutboundLink(
             self._router,
             route,
@@ -129,8 +148,15 @@ class LinkRegistry:
             opening,
             message_ttl=self._config.message_ttl,
             max_frame_size=self._config.max_frame_size,
+            depth=depth,
+            account=resources.account(peer),
+            queue_bytes=self._config.limits.link_queue_bytes,
         )
-        link.attach()
+        try:
+            link.attach()
+        except BaseException:
+            link.detach()
+            raise
         if link.reliable:
             self._reliable_out[key] = link
         return link

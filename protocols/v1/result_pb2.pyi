@@ -59,6 +59,11 @@ class Result(_message.Message):
         """Internal error of the sender of the Result."""
         TRANSIENT: Result._Code.ValueType  # 11
         """Temporary condition (overload, not ready); retry later."""
+        RESOURCE_LIMIT_EXCEEDED: Result._Code.ValueType  # 12
+        """The request would take one of the receiver's resource budgets (memory,
+        streams, links; per peer or for the whole node) past its limit; nothing
+        was allocated for it. Transient: it may succeed once usage goes down.
+        """
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper):
         """Result codes. New codes may be added; unknown codes are treated as ERROR."""
@@ -89,6 +94,11 @@ class Result(_message.Message):
     """Internal error of the sender of the Result."""
     TRANSIENT: Result.Code.ValueType  # 11
     """Temporary condition (overload, not ready); retry later."""
+    RESOURCE_LIMIT_EXCEEDED: Result.Code.ValueType  # 12
+    """The request would take one of the receiver's resource budgets (memory,
+    streams, links; per peer or for the whole node) past its limit; nothing
+    was allocated for it. Transient: it may succeed once usage goes down.
+    """
 
     NONCE_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
