@@ -51,7 +51,8 @@ class ResourceLimits:
 
     ``peer_*`` limits hold for each peer, ``node_*`` limits for all peers together; a request
     must fit both.  Memory is in bytes: what the node holds on a peer's behalf (outgoing
-    control frames, unacknowledged reliable messages, frames being received).  The defaults
+    control frames, unacknowledged reliable messages, what its links' queues keep alive, frames
+    being received).  The defaults
     bound what one hostile peer can make the node hold; the module docstring of
     :mod:`dndm_p2p.node.resources` states the bound.
     """

@@ -508,7 +508,9 @@ class Node:
             return
         if self._nursery is not None:
             self._nursery.start_soon(self._drop_connection, session.peer_id)
-        if self._reconnector.is_wanted(session.peer) or session.had_links:
+        # A peer dropped for exceeding its limits is not called back unless it is wanted.
+        dropped = isinstance(session.error, ResourceLimitExceeded)
+        if self._reconnector.is_wanted(session.peer) or (session.had_links and not dropped):
             self._reconnector.schedule(session.peer)
 
     async def _drop_connection(self, peer_id: ID) -> None:

@@ -29,9 +29,11 @@ but the peer's scope (made on its first reservation, forgotten when it holds not
 
 **The bound under one hostile peer.**  Whatever one peer does, the node holds on its behalf
 at most ``peer_memory`` bytes of dndm buffers (16 MiB by default: control out-queue, unacked
-reliable messages, partial frames), plus ``peer_queue_slots`` references in its links' queues
-(65,536 x 8 B = 512 KiB; the messages they refer to are the local publishers' own, shared with
-every subscriber), plus what yamux buffers for the peer's streams that are not being read, at
+reliable messages, what its links' queues keep alive, partial frames; the queues' share is an
+estimate made at every batch and at least once a second, so between two checks a queue may run
+ahead of it by what the publishers send meanwhile, at most ``link_depth`` messages), plus
+``peer_queue_slots`` references in its links' queues (65,536 x 8 B = 512 KiB), plus what yamux
+buffers for the peer's streams that are not being read, at
 most the receive window each stream was granted (the window is enforced by
 :func:`protocols.libp2p_fixes.yamux.windowed_yamux`; py-libp2p's auto-tuning grows a window to
 at most 16 MiB).  The node reads every stream the peer opens as data arrives; the streams it

@@ -231,11 +231,10 @@ def refusals(figures: Figures, key: str) -> int:
     return int(figures.snapshot.refusals.get(key, 0))
 
 
-async def _with_publisher(
-    world: Victim, route: str, size: int, run: Callable[[], Any]
-) -> Figures:
+async def _with_publisher(world: Victim, route: str, size: int, run: Callable[[], Any]) -> Figures:
     async with world.victim.publish(route, Foo) as intent:
-        world.nursery.start_soon(world.flood, intent, size, BEFORE + ATTACK + 2)
+        # Until the intent closes after the attack (bounded all the same).
+        world.nursery.start_soon(world.flood, intent, size, BEFORE + ATTACK + 2 * WAIT)
         figures: Figures = await run()
         return figures
 
@@ -254,7 +253,9 @@ async def test_credit_without_acks_cannot_pile_up_unacknowledged_messages() -> N
         if MEASURE_ONLY:
             return
         check_bounded(figures, world.victim.config.limits)
-        assert refusals(figures, "memory/unacked") >= 1
+        # Whichever hits the budget first: the messages kept for retransmission, or those the
+        # link's queue holds while the writer waits for the peer.
+        assert refusals(figures, "memory/unacked") + refusals(figures, "memory/queued") >= 1
         assert "RESOURCE_LIMIT_EXCEEDED" in figures.report["result_codes"]
 
 

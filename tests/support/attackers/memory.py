@@ -186,14 +186,18 @@ class Attacker:
         writer = await self.hello()
         payload = b"p" * self.args.size
         with trio.move_on_at(self.deadline):
+            burst = max(1, 65536 // max(1, len(payload)))  # about 64 KiB per write
             try:
-                for nonce in range(1, 1_000_000):
-                    frame = control_pb2.ControlFrame(
-                        ping=ping_pb2.Ping(nonce=nonce, sent_us=1, payload=payload)
-                    )
-                    frame.header.sequence = nonce
-                    await writer.write_message(frame)
-                    self.report["sent_bytes"] += len(payload)
+                for first in range(1, 1_000_000, burst):
+                    frames = []
+                    for nonce in range(first, first + burst):
+                        frame = control_pb2.ControlFrame(
+                            ping=ping_pb2.Ping(nonce=nonce, sent_us=1, payload=payload)
+                        )
+                        frame.header.sequence = nonce
+                        frames.append(frame)
+                    await writer.write_messages(frames)
+                    self.report["sent_bytes"] += len(payload) * burst
             except Exception:
                 self.report["dropped"] = True
 
