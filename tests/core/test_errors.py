@@ -22,6 +22,7 @@ from dndm_p2p import (
     PermanentError,
     PermissionDenied,
     ProtocolError,
+    ResourceLimitExceeded,
     RouteError,
     Router,
     Timeout,
@@ -51,9 +52,18 @@ BUILTIN_BASES: dict[type[DndmError], type[BaseException]] = {
     Closed: RuntimeError,
     ConfigError: ValueError,
     PermissionDenied: PermissionError,
+    ResourceLimitExceeded: OSError,
 }
 
-TRANSIENT = {TransientError, NoInterest, WouldBlock, Timeout, Unavailable, ConnectionLost}
+TRANSIENT = {
+    TransientError,
+    NoInterest,
+    WouldBlock,
+    Timeout,
+    Unavailable,
+    ConnectionLost,
+    ResourceLimitExceeded,
+}
 PERMANENT = {
     PermanentError,
     RouteError,
