@@ -8,7 +8,14 @@ across processes and machines over libp2p.
 from typing import TYPE_CHECKING, Any
 
 from dndm_p2p import errors as _errors
-from dndm_p2p.config import DhtConfig, GossipConfig, MdnsConfig, NatConfig, NodeConfig
+from dndm_p2p.config import (
+    DhtConfig,
+    GossipConfig,
+    MdnsConfig,
+    NatConfig,
+    NodeConfig,
+    ResourceLimits,
+)
 from dndm_p2p.core.intent import Intent, IntentStats
 from dndm_p2p.core.interest import Interest, InterestStats
 from dndm_p2p.core.links import LinkEvent, LinkEventKind, LinkInfo
@@ -63,6 +70,7 @@ __all__ = [
     "PlainRoute",
     "QoS",
     "ReplyStream",
+    "ResourceLimits",
     "Route",
     "RouteInfo",
     "Router",

@@ -18,7 +18,7 @@ from dndm_p2p.core.qos import QoS, SlowSubscriberMode
 from dndm_p2p.discovery.config import GossipConfig, MdnsConfig
 from nat.config import NatConfig
 from protocols.addrs import peer_addr_problem
-from protocols.ids import MAX_FRAME_SIZE
+from protocols.ids import MAX_CONTROL_FRAME_SIZE, MAX_FRAME_SIZE
 from protocols.validation import (
     check_choice,
     check_count,
@@ -30,7 +30,7 @@ from protocols.validation import (
     invalid,
 )
 
-__all__ = ["DhtConfig", "GossipConfig", "MdnsConfig", "NatConfig", "NodeConfig"]
+__all__ = ["DhtConfig", "GossipConfig", "MdnsConfig", "NatConfig", "NodeConfig", "ResourceLimits"]
 
 _SECONDS = (
     "ping_interval",
@@ -43,6 +43,80 @@ _SECONDS = (
     "max_advert_ttl",
     "slow_subscriber_deadline",
 )
+
+
+_KIB = 1024
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """The budgets of the node's resource manager (:mod:`dndm_p2p.node.resources`).
+
+    ``peer_*`` limits hold for each peer, ``node_*`` limits for all peers together; a request
+    must fit both.  Memory is in bytes: what the node holds on a peer's behalf (outgoing
+    control frames, unacknowledged reliable messages, what its links' queues keep alive, frames
+    being received).  The defaults
+    bound what one hostile peer can make the node hold; the module docstring of
+    :mod:`dndm_p2p.node.resources` states the bound.
+    """
+
+    #: Bytes a peer may make the node hold (control out-queue, unacked, partial frames).
+    peer_memory: int = 16 * _MIB
+    #: Bytes all peers together may make the node hold.
+    node_memory: int = 256 * _MIB
+    #: Data streams a peer may have open to the node at once.
+    peer_streams: int = 128
+    node_streams: int = 8192
+    #: Links (subscriptions to our routes) a peer may hold, parked reliable ones included.
+    peer_links: int = 128
+    node_links: int = 8192
+    #: Largest publisher-side queue depth of one link; a larger request is clamped (counted).
+    link_depth: int = 16_384
+    #: Bytes of messages one link's queue may keep alive (estimated; see ``OutboundLink``).
+    link_queue_bytes: int = 4 * _MIB
+    #: Queue slots (the sum of its links' depths) a peer's links may hold.
+    peer_queue_slots: int = 65_536
+    node_queue_slots: int = 1 << 20
+    #: Bytes and frames of the control out-queue to one peer (pongs, adverts, results).
+    control_queue_bytes: int = 1 * _MIB
+    control_queue_frames: int = 1024
+    #: Largest ping payload answered; a larger ping is refused (the frame limit still holds).
+    ping_payload: int = 1 * _KIB
+    #: Largest frame a subscriber sends on a data stream (LinkOpen, acks, results).
+    subscriber_frame_size: int = 16 * _KIB
+    #: A peer refused this many times within ``refusal_window`` seconds is dropped.
+    refusals_to_drop: int = 16
+    refusal_window: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("peer_memory", "node_memory", "control_queue_bytes", "link_queue_bytes"):
+            check_size(self, name, at_least=64 * _KIB)
+        for name in (
+            "peer_streams",
+            "node_streams",
+            "peer_links",
+            "node_links",
+            "link_depth",
+            "peer_queue_slots",
+            "node_queue_slots",
+            "control_queue_frames",
+            "refusals_to_drop",
+        ):
+            check_count(self, name, at_least=1)
+        check_size(self, "ping_payload", at_least=0, at_most=MAX_CONTROL_FRAME_SIZE - 1024)
+        check_size(self, "subscriber_frame_size", at_least=1024, at_most=MAX_FRAME_SIZE)
+        check_seconds(self, "refusal_window", above=0)
+        for peer_name, node_name in (
+            ("peer_memory", "node_memory"),
+            ("peer_streams", "node_streams"),
+            ("peer_links", "node_links"),
+            ("peer_queue_slots", "node_queue_slots"),
+        ):
+            if getattr(self, peer_name) > getattr(self, node_name):
+                raise invalid(self, peer_name, f"must be at most {node_name}")
+        if self.link_depth > self.peer_queue_slots:
+            raise invalid(self, "link_depth", "must be at most peer_queue_slots")
 
 
 @dataclass(frozen=True)
@@ -111,6 +185,8 @@ class NodeConfig:
     max_links_per_peer: int = 1024
     #: Most connections the host keeps open (a bootstrap server wants more).
     max_connections: int = 300
+    #: Budgets of memory, streams and links, per peer and for the node.
+    limits: ResourceLimits = field(default_factory=ResourceLimits)
 
     # -- discovery ---------------------------------------------------------------------------
     #: Bootstrap nodes (``/ip4/…/tcp/…/p2p/<id>``): connected at start and used to seed the DHT
@@ -180,6 +256,7 @@ class NodeConfig:
         check_count(self, "remembered_incarnations", at_least=1)
         check_count(self, "max_links_per_peer", at_least=1)
         check_count(self, "max_connections", at_least=2)
+        check_instance(self, "limits", ResourceLimits)
         for name, kind in (
             ("dht", DhtConfig),
             ("gossip", GossipConfig),

@@ -14,6 +14,7 @@ already catches the builtin keeps working (builtin bases in brackets)::
     │   ├── NoInterest                 nobody subscribed (only with no_interest="raise")
     │   ├── WouldBlock                 [BlockingIOError] a non-blocking call could not complete now
     │   ├── Timeout                    [TimeoutError] no result within the time limit
+    │   ├── ResourceLimitExceeded      [OSError] a peer's or the node's budget is used up
     │   └── Unavailable                [ConnectionError] a peer or service is unreachable
     │       └── ConnectionLost         an established connection or stream broke
     │   ├── SlowSubscriber             a publisher gave up on a subscriber that lagged
@@ -43,6 +44,13 @@ state, not a bad argument: Python says the same of a closed event loop or execut
 ``ConnectionError``, ``PermissionError``) are ``OSError`` subclasses; ours carry no ``errno``
 and their ``str()`` is the message, as for every other class here.
 
+``ResourceLimitExceeded`` is an ``OSError``, not a ``MemoryError``: it is a *refusal* made by
+policy before anything is allocated, the kind of answer the OS gives when a budget is full
+(``EMFILE``, ``ENOBUFS`` and ``EAGAIN`` come as ``OSError``), and the process is healthy.
+``MemoryError`` says an allocation failed and the interpreter is in trouble; code that catches
+it reacts to that, not to one peer being told no.  It is transient: once the peer's usage goes
+down the same request may succeed.
+
 Errors carry the facts a caller needs as attributes, all keyword-only and ``None`` when not
 given: every error has ``peer`` (the base58 peer id concerned) and ``route`` (the route's
 text); :class:`ConfigError` has ``field`` (``"NodeConfig.ping_interval"``), :class:`Timeout`
@@ -67,6 +75,7 @@ __all__ = [
     "PermissionDenied",
     "RemoteError",
     "ProtocolError",
+    "ResourceLimitExceeded",
     "RouteError",
     "SlowSubscriber",
     "Timeout",
@@ -173,6 +182,38 @@ class Timeout(TransientError, TimeoutError):
     ) -> None:
         super().__init__(*args, peer=peer, route=route)
         self.timeout = timeout
+
+
+class ResourceLimitExceeded(TransientError, OSError):
+    """A reservation was refused: it would take a budget of the resource manager past its limit.
+
+    Nothing was allocated for the refused request.
+
+    :param resource: what was asked for: ``"memory"`` (bytes), ``"streams"`` or ``"links"``.
+    :param scope: whose budget is full: ``"peer"`` or ``"node"``.
+    :param size: how much was asked for (bytes for memory, a count otherwise).
+    :param limit: the budget's limit, in the same unit.
+    :param use: what was asked for, finer than ``resource`` (``"control_queue"``, ``"unacked"``,
+        ``"partial_frames"``, ``"queue_slots"``, ...).
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        resource: str | None = None,
+        scope: str | None = None,
+        size: int | None = None,
+        limit: int | None = None,
+        use: str | None = None,
+        peer: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(*args, peer=peer, route=route)
+        self.resource = resource
+        self.scope = scope
+        self.size = size
+        self.limit = limit
+        self.use = use
 
 
 class Unavailable(TransientError, ConnectionError):

@@ -59,6 +59,7 @@ from protocols.libp2p_fixes.host import (
     unwrap_host_run_exception,
 )
 from protocols.libp2p_fixes.noise import DEFAULT_STALL_TIMEOUT, WholeWriteNoise
+from protocols.libp2p_fixes.yamux import windowed_yamux
 from protocols.validation import bound_problem, check_count, check_flag, check_seconds, invalid
 
 __all__ = [
@@ -224,6 +225,7 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
     release_inbound_slots(host)
     keep_new_connections_on_close_peer(host)
     size_resource_manager(host, config.max_connections)
+    windowed_yamux(host)
     return host
 
 

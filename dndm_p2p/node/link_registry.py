@@ -19,6 +19,9 @@ the ``LinkOpen`` frames peers send, and applies each route's
 :class:`~dndm_p2p.node.slow_subscribers.SlowSubscriberPolicy` to the links it makes: it
 watches them, counts what they dropped, and reports every evicted subscriber (a
 ``subscriber_evicted`` node event, with a :class:`~dndm_p2p.errors.SlowSubscriber` error).
+A new link of a peer is reserved in the node's
+:class:`~dndm_p2p.node.resources.ResourceManager` first (one ``links`` unit, its queue depth in
+``queue_slots``, the depth clamped to ``limits.link_depth``); the link releases it when detached.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ import trio
 from google.protobuf.message import Message
 
 from dndm_p2p.config import NodeConfig
+from dndm_p2p.core.adverts import qos_from_wire
 from dndm_p2p.core.qos import QoS, SlowSubscriberMode
 from dndm_p2p.core.route import Route, parse_route
 from dndm_p2p.core.router import Router
 from dndm_p2p.errors import ConfigError, DndmError, LinkReset, ProtocolError, SlowSubscriber
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink
+from dndm_p2p.node.resources import ResourceManager
 from dndm_p2p.node.slow_subscribers import SlowSubscriberPolicy, SlowSubscriberStats
 from dndm_p2p.node.types import NodeEvent
 from protocols import compression
@@ -63,11 +68,13 @@ class LinkRegistry:
         config: NodeConfig,
         closing: Callable[[], bool],
         emit: Callable[[NodeEvent], None] | None = None,
+        resources: ResourceManager | None = None,
     ) -> None:
         self._router = router
         self._emit = emit
         self._config = config
         self._closing = closing
+        self._resources = resources or ResourceManager(config.limits)
         self.compressions = compression.available() if config.compression else []
         #: Reliable links to our routes, kept across their subscriber's reconnections.
         self._reliable_out: dict[_LinkKey, OutboundLink] = {}
@@ -271,6 +278,14 @@ class LinkRegistry:
                 route=str(route),
             )
         policy = self.policy_for(route)
+        resources = self._resources
+        depth = resources.clamp_depth(qos_from_wire(opening.qos).depth)
+        resources.reserve(peer, "links", 1, "links")
+        try:
+            resources.reserve(peer, "queue_slots", depth, "queue_slots")
+        except DndmError:
+            resources.release(peer, "links", 1, "links")
+            raise
         link = OutboundLink(
             self._router,
             route,
@@ -280,8 +295,15 @@ class LinkRegistry:
             message_ttl=self._config.message_ttl,
             max_frame_size=self._config.max_frame_size,
             on_give_up=self._given_up,
+            depth=depth,
+            account=resources.account(peer),
+            queue_bytes=self._config.limits.link_queue_bytes,
         )
-        link.attach()
+        try:
+            link.attach()
+        except BaseException:
+            link.detach()
+            raise
         if link.reliable:
             self._reliable_out[key] = link
         else:

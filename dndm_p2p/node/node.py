@@ -41,24 +41,36 @@ from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
 from dndm_p2p.core.rpc import Caller, Handler, RpcConfig, Service
 from dndm_p2p.discovery.component import Discovery
-from dndm_p2p.errors import Closed, ConnectionLost, DndmError, ProtocolError, Unavailable
+from dndm_p2p.errors import (
+    Closed,
+    ConnectionLost,
+    DndmError,
+    ProtocolError,
+    ResourceLimitExceeded,
+    Unavailable,
+)
 from dndm_p2p.host.build import HostConfig, connect, listen_addrs, running_host, set_circuit_dialer
 from dndm_p2p.host.identity import generate_identity, load_or_create_identity
 from dndm_p2p.node.addressbook import AddressBook
 from dndm_p2p.node.admin import AdminServer
 from dndm_p2p.node.advertiser import Advertiser
+from dndm_p2p.node.best_effort import write_quietly
 from dndm_p2p.node.components import AddressBookSaver, Component, Components
 from dndm_p2p.node.events import EventHub
 from dndm_p2p.node.link_registry import LinkRegistry
 from dndm_p2p.node.moves import SessionMoves
 from dndm_p2p.node.reconnect import Reconnector, peer_of
+from dndm_p2p.node.resources import ResourceManager, ResourceSnapshot
+from dndm_p2p.node.results import data_result
 from dndm_p2p.node.session import PeerSession
 from dndm_p2p.node.slow_subscribers import SlowSubscriberStats
 from dndm_p2p.node.snapshots import known_routes, link_stats, peer_infos
 from dndm_p2p.node.types import KnownRoute, LinkStats, NodeEvent, PeerInfo
 from dndm_p2p.node.watcher import ConnectionWatcher
 from dndm_p2p.nurseries import StackOwner, open_owned_nursery
+from protocols.framing import FrameWriter
 from protocols.ids import CONTROL_PROTOCOL_ID, DATA_PROTOCOL_ID
+from protocols.libp2p_fixes.yamux import receive_windows
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost, INetConn, INetStream
@@ -109,8 +121,17 @@ class Node(StackOwner):
         self.dropped_streams = 0
         self._closing = False
         self._key_pair: KeyPair | None = None
+        #: What each peer, and all peers together, may make this node hold.
+        self._window_violators: set[str] = set()
+        self.resource_manager = ResourceManager(
+            self.config.limits, drop_peer=self._drop_over_limits
+        )
         self._links = LinkRegistry(
-            self.router, self.config, lambda: self._closing, self._events.emit
+            self.router,
+            self.config,
+            lambda: self._closing,
+            self._events.emit,
+            self.resource_manager,
         )
         self._reconnector = Reconnector(
             self.config,
@@ -193,6 +214,9 @@ class Node(StackOwner):
             host.set_stream_handler(TProtocol(CONTROL_PROTOCOL_ID), self._on_control_stream)
             host.set_stream_handler(TProtocol(DATA_PROTOCOL_ID), self._on_data_stream)
             host.get_network().register_notifee(ConnectionWatcher(self._services))
+            windows = receive_windows(host)
+            if windows is not None:
+                windows.listeners.append(self._on_window_violation)
             self.router.lowlevel.add_observer(self._advertiser)
             for addr in self.config.peers:
                 self._reconnector.want(peer_of(addr), addr)
@@ -439,6 +463,47 @@ class Node(StackOwner):
         """Every remote link of every running session, both directions."""
         return link_stats(self._sessions.values())
 
+    def resources(self) -> ResourceSnapshot:
+        """What the peers make this node hold now, and the refusals and drops so far."""
+        return self.resource_manager.snapshot()
+
+    def _drop_over_limits(self, peer: str, error: ResourceLimitExceeded) -> None:
+        """A peer kept exceeding its limits: end its session (its connection follows)."""
+        self._events.emit(NodeEvent("peer_dropped", peer, str(error), error))
+        session = self._sessions.get(peer)
+        if session is not None:
+            session.drop(error)
+
+    def _on_window_violation(self, peer_id: ID, size: int) -> None:
+        """A peer sent past a stream's receive window: it broke the muxer's protocol, and
+        the node drops it at once (the frame was already refused)."""
+        peer = str(peer_id)
+        error = ResourceLimitExceeded(
+            f"{peer} sent a {size}-byte yamux frame past the stream's receive window",
+            resource="memory",
+            use="receive_window",
+            scope="peer",
+            size=size,
+            limit=0,
+            peer=peer,
+        )
+        self.resource_manager.count_refusal(error)
+        if peer not in self._window_violators:
+            self._window_violators.add(peer)
+            self.report_error(error, peer=peer)
+            self._drop_over_limits(peer, error)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._forget_violator, peer_id)
+
+    async def _forget_violator(self, peer_id: ID) -> None:
+        """Close the violator's connection; once closed it may be reported again."""
+        with trio.move_on_after(5):
+            try:
+                await self.host.disconnect(peer_id)
+            except Exception as exc:  # py-libp2p raises assorted errors for a closing connection
+                self.report_error(Unavailable(f"closing the connection to {peer_id}: {exc}"))
+        self._window_violators.discard(str(peer_id))
+
     def session(self, peer: str) -> PeerSession | None:
         """The running session with ``peer``, if any."""
         session = self._sessions.get(peer)
@@ -531,7 +596,9 @@ class Node(StackOwner):
             return
         if self._nursery is not None:
             self._nursery.start_soon(self._drop_connection, session.peer_id)
-        if self._reconnector.is_wanted(session.peer) or session.had_links:
+        # A peer dropped for exceeding its limits is not called back unless it is wanted.
+        dropped = isinstance(session.error, ResourceLimitExceeded)
+        if self._reconnector.is_wanted(session.peer) or (session.had_links and not dropped):
             self._reconnector.schedule(session.peer)
 
     async def _drop_connection(self, peer_id: ID) -> None:
@@ -581,7 +648,16 @@ class Node(StackOwner):
         except Closed:
             await stream.reset()
             return
-        if not session.accept_data(stream):
+        try:
+            accepted = session.accept_data(stream)
+        except ResourceLimitExceeded as exc:
+            self.dropped_streams += 1
+            self.report_error(exc, peer=str(peer_id))
+            with trio.move_on_after(1):
+                await write_quietly(FrameWriter(stream), data_result(exc))
+            await stream.reset()
+            return
+        if not accepted:
             self.dropped_streams += 1
             self.report_error(
                 ProtocolError(f"{peer_id} opened more than {self.config.max_links_per_peer} links"),
@@ -609,6 +685,7 @@ class _NodeServices:
         self.outbound_link = node._links.outbound_link
         self.link_stream_ended = node._links.link_stream_ended
         self.peer_hello = node._links.peer_hello
+        self.resources = node.resource_manager
         self.advert = node._advertiser.advert
         self.moving = node._moves.is_moving
         self.session_ended = node._session_ended

@@ -13,19 +13,33 @@ takes whatever is queued, up to the credit the subscriber granted, serializes it
 
 Reliable links number their messages, keep what is unacknowledged, and survive a broken stream:
 the node keeps the link attached for a grace period, and a new stream that resumes the same
-link gets everything after the subscriber's last delivered sequence number, in order, once.
-What a reliable link holds is bounded (``reliable_depth`` queued, as many unacknowledged): a
-link that would need one more is *given up* rather than allowed to lose a message silently or
-to hold producers back, and its subscriber is told with ``SLOW_SUBSCRIBER``.
+link gets everything after the subscriber's last delivered sequence number, in order, once
+(messages whose TTL, checked at every batch and every ack, ran out meanwhile are reported as
+dropped). What a reliable link holds is bounded (``reliable_depth`` queued, as many
+unacknowledged, and the peer's memory budget): a link that would need one more is *given up*
+rather than allowed to lose a message silently or to hold producers back, and its subscriber
+is told with ``SLOW_SUBSCRIBER`` (or ``RESOURCE_LIMIT_EXCEEDED`` when the budget ran out).
+
+With a :class:`~dndm_p2p.node.resources.PeerAccount`, the link holds one ``links`` unit and its
+queue depth in ``queue_slots`` from its creation until :meth:`OutboundLink.detach`, and every
+unacknowledged message's bytes in ``memory`` (use ``unacked``) until it is acknowledged, expires
+or the link is detached; a message that does not fit the budget is not sent, and the stream
+fails with :class:`~dndm_p2p.errors.ResourceLimitExceeded`.  What its queue keeps alive is held
+in ``memory`` too (use ``queued``), estimated as the queue's length times the size of its newest
+message, at every batch and at least once a second while the link waits for credit: at most
+``queue_bytes`` per link and within the peer's budget.  Past that, an unreliable link drops what
+does not fit (counted and reported as drops); a reliable link ends with
+``ResourceLimitExceeded``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -36,7 +50,13 @@ from dndm_p2p.core.qos import Overflow, QoS, SlowSubscriberMode
 from dndm_p2p.core.queue import DeliveryQueue
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
-from dndm_p2p.errors import Closed, ConnectionLost, ProtocolError, SlowSubscriber
+from dndm_p2p.errors import (
+    Closed,
+    ConnectionLost,
+    ProtocolError,
+    ResourceLimitExceeded,
+    SlowSubscriber,
+)
 from dndm_p2p.node.results import error_for
 from dndm_p2p.node.slow_subscribers import SlowSubscriberPolicy
 from dndm_p2p.nurseries import race
@@ -44,12 +64,21 @@ from protocols import compression
 from protocols.framing import FrameReader, FrameWriter, read_message
 from protocols.v1 import control_pb2, data_pb2, result_pb2
 
+if TYPE_CHECKING:
+    from dndm_p2p.node.resources import PeerAccount
+
 __all__ = ["MAX_BATCH_MESSAGES", "GiveUp", "OutboundLink"]
 
 #: Most messages in one DataBatch frame.
 MAX_BATCH_MESSAGES = 4096
 #: Serialized bytes after which a batch is closed even if more is queued.
 MAX_BATCH_BYTES = 1 << 20
+#: Bytes an unacknowledged message is charged besides its payload (its deque entry and tuple).
+UNACKED_OVERHEAD = 96
+#: Bytes a queued message is charged besides its serialized size (the Python object).
+QUEUED_OVERHEAD = 64
+#: Seconds between checks of the queue's size while the link waits for credit.
+QUEUE_CHECK_INTERVAL = 1.0
 
 
 def now_us() -> int:
@@ -79,12 +108,28 @@ class OutboundLink:
         message_ttl: float = 30.0,
         max_frame_size: int,
         on_give_up: GiveUp | None = None,
+        depth: int | None = None,
+        account: PeerAccount | None = None,
+        queue_bytes: int | None = None,
     ) -> None:
+        """``depth`` replaces the queue depth the subscriber asked for (the publisher's cap);
+        ``account`` is charged for what the link holds (see the module docstring): the caller
+        reserved ``links`` and ``queue_slots`` for it, which :meth:`detach` releases."""
         self.router = router
         self.route = route
         self.peer = peer
         self.link_id = opening.link_id
         self.qos: QoS = qos_from_wire(opening.qos)
+        if depth is not None and depth != self.qos.depth:
+            self.qos = dataclasses.replace(self.qos, depth=depth)
+        self._account = account
+        #: Bytes charged for :attr:`unacked`.
+        self.unacked_bytes = 0
+        #: Bytes charged for what the queue holds (an estimate, see the module docstring).
+        self.queued_bytes = 0
+        self._queue_bytes = queue_bytes
+        #: Messages the queue dropped to stay within its memory (counted as drops).
+        self.trimmed = 0
         self.policy = policy or SlowSubscriberPolicy()
         self._on_give_up = on_give_up
         #: Why the publisher evicted or gave up the link (``None`` while it runs).
@@ -120,6 +165,7 @@ class OutboundLink:
         self.attached = False
         self._serving: trio.CancelScope | None = None
         self._idle = trio.Event()
+        self._resume_after = 0
 
     @property
     def reliable(self) -> bool:
@@ -133,7 +179,8 @@ class OutboundLink:
             self.attached = True
 
     def detach(self) -> None:
-        """Unlink from the route and discard what is queued (idempotent)."""
+        """Unlink from the route, discard what is queued and release what the link holds
+        (idempotent)."""
         state, self._state = self._state, None
         if state is not None:
             self.router.lowlevel.detach_sink(state, self.queue)
@@ -141,6 +188,93 @@ class OutboundLink:
         self.queue.close()
         self.queue.tracker.close()
         self._credit_changed.set()
+        self.unacked.clear()
+        self._release_unacked(self.unacked_bytes)
+        if self._account is not None and self.queued_bytes:
+            self._account.release("memory", self.queued_bytes, "queued")
+        self.queued_bytes = 0
+        account, self._account = self._account, None
+        if account is not None:
+            account.release("links", 1, "links")
+            account.release("queue_slots", self.qos.depth, "queue_slots")
+
+    def _release_unacked(self, size: int) -> None:
+        if size:
+            self.unacked_bytes -= size
+            if self._account is not None:
+                self._account.release("memory", size, "unacked")
+
+    def _bound_queue(self) -> None:
+        """Charge what the queue holds to the peer's memory, and keep it within bounds (see
+        the module docstring); raises :class:`ResourceLimitExceeded` for a reliable link."""
+        account = self._account
+        if account is None:
+            return
+        items = self.queue.items
+        count = len(items)
+        size = items[-1].ByteSize() + QUEUED_OVERHEAD if count else 0
+        wanted = count * size
+        cap = self._queue_bytes
+        error: ResourceLimitExceeded | None = None
+        if cap is not None and wanted > cap:
+            error = ResourceLimitExceeded(
+                f"{self.peer}'s link on {self.route} would hold {wanted} bytes of queued "
+                f"messages, over the {cap}-byte limit of a link",
+                resource="memory",
+                use="queued",
+                scope="link",
+                size=wanted,
+                limit=cap,
+                peer=self.peer,
+                route=str(self.route),
+            )
+            account.manager.count_refusal(error)
+            wanted = (cap // size) * size
+        delta = wanted - self.queued_bytes
+        if delta > 0:
+            try:
+                account.reserve("memory", delta, "queued")
+            except ResourceLimitExceeded as exc:
+                error = exc
+                room = account.manager.available(self.peer, "memory")
+                wanted = self.queued_bytes + (room // size) * size if size else 0
+                delta = wanted - self.queued_bytes
+                if delta > 0:
+                    account.reserve("memory", delta, "queued")
+        if delta < 0:
+            account.release("memory", -delta, "queued")
+        self.queued_bytes = wanted
+        if error is None:
+            return
+        if self.reliable:
+            raise error
+        keep = wanted // size if size else 0
+        excess = count - keep
+        if excess > 0:
+            if self.qos.overflow is Overflow.DROP_NEWEST:
+                for _ in range(excess):
+                    items.pop()
+            else:
+                self.queue.take(excess)
+                self.queue.taken -= excess
+            self.queue.dropped += excess
+            self.trimmed += excess
+
+    def _expire_unacked(self) -> int:
+        """Drop unacknowledged messages older than the TTL; returns how many."""
+        unacked = self.unacked
+        if not unacked:
+            return 0
+        cutoff = time.monotonic() - self._message_ttl
+        if unacked[0][2] >= cutoff:
+            return 0
+        expired = freed = 0
+        while unacked and unacked[0][2] < cutoff:
+            freed += len(unacked.popleft()[1]) + UNACKED_OVERHEAD
+            expired += 1
+        self.expired += expired
+        self._release_unacked(freed)
+        return expired
 
     @property
     def serving(self) -> bool:
@@ -223,6 +357,12 @@ class OutboundLink:
                     await self._write_batches(writer)
                 except Closed:
                     return
+                except ResourceLimitExceeded:
+                    # The link cannot go on within its budget: it ends, and is not kept for a
+                    # resume (which would be refused the same way).
+                    self.queue.close()
+                    self._credit_changed.set()
+                    raise
 
             with scope:
                 await race(write, lambda: self._read_acks(reader))
@@ -241,21 +381,21 @@ class OutboundLink:
             raise ProtocolError(
                 f"resume after {resume_after}, but only {self.next_sequence - 1} were sent"
             )
+        freed = 0
         while self.unacked and self.unacked[0][0] <= resume_after:
-            self.unacked.popleft()
+            freed += len(self.unacked.popleft()[1]) + UNACKED_OVERHEAD
+        self._release_unacked(freed)
         self.acked = max(self.acked, resume_after)
+        self._resume_after = resume_after
 
     async def _resend_unacked(self, writer: FrameWriter) -> None:
         """Resend what the subscriber did not acknowledge, within its credit, in order."""
-        cutoff = time.monotonic() - self._message_ttl
-        expired = 0
-        while self.unacked and self.unacked[0][2] < cutoff:
-            self.unacked.popleft()
-            expired += 1
-        # Expired messages are not resent; the next batch reports them, so the subscriber
-        # accepts the gap in sequence numbers they leave.
-        self.expired += expired
-        self._unreported_expired += expired
+        self._expire_unacked()
+        # Expired messages are not resent; the next batch reports the gap they leave between
+        # the subscriber's resume point and the first message kept, so the subscriber accepts
+        # it.  (Messages that expired while a stream carried them were delivered on it.)
+        first_kept = self.unacked[0][0] if self.unacked else self.next_sequence
+        self._unreported_expired = max(0, first_kept - self._resume_after - 1)
         pending = list(self.unacked)
         while pending:
             await self._wait_credit()
@@ -274,9 +414,11 @@ class OutboundLink:
 
     async def _wait_credit(self) -> None:
         while self._sendable() <= 0:
-            await self._credit_changed.wait()
+            with trio.move_on_after(QUEUE_CHECK_INTERVAL):
+                await self._credit_changed.wait()
             if self.queue.closed:
                 raise Closed("link closed")
+            self._bound_queue()
 
     async def _write_batches(self, writer: FrameWriter) -> None:
         queue = self.queue
@@ -285,6 +427,7 @@ class OutboundLink:
         write_frames = writer.write_frames
         # Room for a frame's envelope (link id, sequence numbers, header) besides the payloads.
         budget = self._max_frame_size - 1024
+        account = self._account if reliable else None
         while True:
             if not items:
                 await queue.wait_nonempty()
@@ -295,13 +438,19 @@ class OutboundLink:
                     f"its reliable link lagged {self.policy.reliable_depth} messages behind"
                 )
                 raise Closed("link given up")
+            if reliable:
+                self._expire_unacked()
+            self._bound_queue()
             bodies: list[bytes] = []
             written = 0
             while items and self._sendable() > 0 and written < MAX_BATCH_BYTES:
                 if len(items) == 1:
                     # The common case of a request/reply: one message, one frame, no loop.
-                    payloads = [queue.take_one().SerializeToString()]
+                    payloads = [items[0].SerializeToString()]
                     size = len(payloads[0])
+                    if account is not None:
+                        account.reserve("memory", size + UNACKED_OVERHEAD, "unacked")
+                    queue.take_one()
                 else:
                     limit = min(len(items), self._sendable(), MAX_BATCH_MESSAGES)
                     # Serialize from the front of the queue and stop before a frame would grow
@@ -314,6 +463,10 @@ class OutboundLink:
                             break
                         payloads.append(payload)
                         size += len(payload)
+                    if account is not None:
+                        account.reserve(
+                            "memory", size + UNACKED_OVERHEAD * len(payloads), "unacked"
+                        )
                     queue.take(len(payloads))
                 count = len(payloads)
                 first = self.next_sequence
@@ -322,6 +475,7 @@ class OutboundLink:
                 self.sent += count
                 if reliable:
                     stamp = time.monotonic()
+                    self.unacked_bytes += size + UNACKED_OVERHEAD * count
                     self.unacked.extend(
                         (first + i, payload, stamp) for i, payload in enumerate(payloads)
                     )
@@ -383,9 +537,13 @@ class OutboundLink:
         if ack.cumulative_sequence > self.acked:
             self.acked = ack.cumulative_sequence
             unacked = self.unacked
+            freed = 0
             while unacked and unacked[0][0] <= self.acked:
-                unacked.popleft()
+                freed += len(unacked.popleft()[1]) + UNACKED_OVERHEAD
+            self._release_unacked(freed)
             progressed = True  # room within the reliable bound, even without new credit
+        if self.reliable:
+            self._expire_unacked()
         if ack.credit:
             if self.credit + ack.credit > 1 << 31:
                 raise ProtocolError("credit overflow")

@@ -5,7 +5,10 @@ For every route the peer publishes and some local interest wants, one
 subscribe).  Discovering the same route twice never opens a second link; a withdrawn intent or
 a closed interest closes it; a link that fails is tried again later, backing off to ten
 seconds.  The peer's links to us (:class:`~dndm_p2p.node.outbound.OutboundLink`) arrive as
-streams it opens, each validated by its first frame, a ``LinkOpen``.
+streams it opens, each validated by its first frame, a ``LinkOpen``.  Each such stream holds,
+while it is served, one ``streams`` unit and ``limits.subscriber_frame_size`` bytes of
+``partial_frames`` memory in the node's resource manager: frames in that direction (the
+opening, acks, results) are small, and no larger one is read.
 
 Every task of a peer's links runs in its session's nursery, so they all end with the session.
 """
@@ -30,20 +33,23 @@ from dndm_p2p.errors import (
     DndmError,
     LinkReset,
     ProtocolError,
+    ResourceLimitExceeded,
     SlowSubscriber,
     UnknownRoute,
 )
 from dndm_p2p.node.best_effort import (
     drain_quietly,
     end_stream_quietly,
+    reset_quietly,
     write_quietly,
 )
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink
+from dndm_p2p.node.resources import ResourceManager
 from dndm_p2p.node.results import data_result
 from dndm_p2p.node.streamio import data_stream
 from dndm_p2p.node.types import PeerStats
-from protocols.framing import FrameReader, FrameWriter, read_message
+from protocols.framing import ByteStream, FrameReader, FrameWriter, read_message
 from protocols.ids import DATA_PROTOCOL_ID, MAX_FRAME_SIZE
 from protocols.v1 import control_pb2, data_pb2, result_pb2
 
@@ -70,6 +76,11 @@ class LinkHost(Protocol):
     @property
     def closing(self) -> bool:
         """True once the node has started to close."""
+        ...
+
+    @property
+    def resources(self) -> ResourceManager:
+        """The node's resource manager, where the peer's streams and links are reserved."""
         ...
 
     def report_error(self, error: DndmError, *, peer: str | None = None) -> None:
@@ -279,23 +290,36 @@ class PeerLinks:
     def accept(self, stream: INetStream) -> bool:
         """Serve a data stream the peer opened, unless the peer already has
         ``config.max_links_per_peer`` of them being served (then False, and the stream is left
-        to the caller).  Raises :class:`Closed` when the session does not run."""
+        to the caller).  Raises :class:`Closed` when the session does not run, and
+        :class:`ResourceLimitExceeded` when the resource manager refuses the stream (nothing is
+        reserved or started then)."""
         if self._nursery is None:
             raise Closed(f"session with {self.peer} is not running")
         if self.pending_data_streams >= self._host.config.max_links_per_peer:
             return False
+        resources = self._host.resources
+        frame_size = self._host.config.limits.subscriber_frame_size
+        resources.reserve(self.peer, "streams", 1, "streams")
+        try:
+            resources.reserve(self.peer, "memory", frame_size, "partial_frames")
+        except ResourceLimitExceeded:
+            resources.release(self.peer, "streams", 1, "streams")
+            raise
         self.pending_data_streams += 1
         self._nursery.start_soon(self.serve_data, stream)
         return True
 
     async def serve_data(self, stream: INetStream) -> None:
-        """Serve a data stream the peer opened: validate its LinkOpen, then feed the link."""
+        """Serve a data stream the peer opened (accepted by :meth:`accept`, whose
+        reservations this releases): validate its LinkOpen, then feed the link."""
         host = self._host
         io = data_stream(stream)
-        reader = FrameReader(io, MAX_FRAME_SIZE)
+        frame_size = host.config.limits.subscriber_frame_size
+        reader = FrameReader(io, frame_size)
         writer = FrameWriter(io, MAX_FRAME_SIZE)
         link: OutboundLink | None = None
         link_id = nonce = 0
+        refused = False
         try:
             frame = await self._read_link_open(reader)
             opening = frame.open
@@ -320,18 +344,36 @@ class PeerLinks:
                 with trio.move_on_after(1):
                     await write_quietly(writer, data_result(exc, link_id=link_id, nonce=nonce))
         except DndmError as exc:
-            if isinstance(exc, ProtocolError):
-                self._stats.protocol_errors += 1
+            if isinstance(exc, ProtocolError | ResourceLimitExceeded):
+                if isinstance(exc, ProtocolError):
+                    self._stats.protocol_errors += 1
+                refused = True
                 with trio.move_on_after(1):
                     await write_quietly(writer, data_result(exc, link_id=link_id, nonce=nonce))
             host.report_error(exc, peer=self.peer)
         finally:
             self.pending_data_streams -= 1
+            host.resources.release(self.peer, "streams", 1, "streams")
+            host.resources.release(self.peer, "memory", frame_size, "partial_frames")
             if link is not None:
                 self.outbound.discard(link)
                 host.link_stream_ended(link)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await end_stream_quietly(stream, writer)
+            with trio.CancelScope(shield=True):
+                # A stream whose frame a failed write cut is reset, never closed (see
+                # end_stream_quietly).  What the peer still sends on a refused stream is read
+                # and dropped until it ends its side (at most a second), then the stream is
+                # ended; a peer that keeps sending gets it reset, so nothing of it stays
+                # buffered.
+                ended = True
+                if refused:
+                    ended = False
+                    with trio.move_on_after(1):
+                        ended = await _discard_until_end(io)
+                with trio.move_on_after(1):
+                    if ended:
+                        await end_stream_quietly(stream, writer)
+                    else:
+                        await reset_quietly(stream)
 
     async def _read_link_open(self, reader: FrameReader) -> control_pb2.DataFrame:
         timeout = self._host.config.handshake_timeout
@@ -354,6 +396,19 @@ class PeerLinks:
         routes = {str(link.route) for link, _ in self.inbound.values()}
         routes.update(str(link.route) for link in self.outbound)
         return sorted(routes)
+
+
+async def _discard_until_end(stream: ByteStream) -> bool:
+    """Read and drop what ``stream`` carries until it ends (True) or breaks (False)."""
+    for _ in range(1 << 20):
+        try:
+            if not await stream.read(65536):
+                return True
+        except EOFError:  # py-libp2p's StreamEOF
+            return True
+        except Exception:  # a broken stream: nothing more will come
+            return False
+    return False
 
 
 def _link_qos(interests: list[Any]) -> QoS:

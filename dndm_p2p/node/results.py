@@ -17,6 +17,7 @@ from dndm_p2p.errors import (
     MalformedFrame,
     PermissionDenied,
     ProtocolError,
+    ResourceLimitExceeded,
     SlowSubscriber,
     TypeMismatch,
     UnknownRoute,
@@ -38,6 +39,7 @@ _CODES: tuple[tuple[type[DndmError], Code], ...] = (
     (PermissionDenied, _R.PERMISSION_DENIED),
     (SlowSubscriber, _R.SLOW_SUBSCRIBER),
     (LinkReset, _R.RESUME_REFUSED),
+    (ResourceLimitExceeded, _R.RESOURCE_LIMIT_EXCEEDED),
     # Any other protocol violation: the frame was well formed but broke the protocol's rules.
     (ProtocolError, _R.MALFORMED),
 )

@@ -12,6 +12,13 @@ links the peer opens to us.
 Everything the session starts lives in its nursery: when the session ends (the connection
 broke, the peer stopped answering pings, or it sent garbage), every link of the peer closes with
 it, and producers see their interest sets change at once.
+
+What the peer makes the session hold is reserved in the node's resource manager: the frames
+queued to it (``memory``/``control_queue``, at most ``limits.control_queue_bytes`` and
+``limits.control_queue_frames``; a frame over the bound is not queued and the refusal counts
+against the peer, so a peer that does not read its control stream is dropped) and the largest
+control frame its stream may hold half-received (``memory``/``partial_frames``).  A ping whose
+payload exceeds ``limits.ping_payload`` gets a ``RESOURCE_LIMIT_EXCEEDED`` Result, not a pong.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from dndm_p2p.errors import (
     ConnectionLost,
     DndmError,
     ProtocolError,
+    ResourceLimitExceeded,
     VersionMismatch,
 )
 from dndm_p2p.node.advert_expiry import AdvertExpiry
@@ -150,6 +158,9 @@ class PeerSession:
         )
         self._pending: list[advert_pb2.Advert] = []
         self._pending_frames: list[control_pb2.ControlFrame] = []
+        #: Bytes reserved for control frames queued or being written (released as written).
+        self._queued_bytes = 0
+        self._control_partial_reserved = 0
         self._wake_writer = trio.Event()
         self._pings: dict[int, int] = {}
         self._closing = False
@@ -212,6 +223,12 @@ class PeerSession:
             self.node.report_error(error, peer=self.peer)
         finally:
             self._nursery = None
+            resources = self.node.resources
+            resources.release(self.peer, "memory", self._queued_bytes, "control_queue")
+            self._queued_bytes = 0
+            resources.release(self.peer, "memory", self._control_partial_reserved, "partial_frames")
+            self._control_partial_reserved = 0
+            resources.forget_peer(self.peer)
             self.had_links = self.links.release()
             self.ended.set()
             self.node.session_ended(self)
@@ -240,6 +257,14 @@ class PeerSession:
             nursery.start_soon(self._cancel_when_links_closed, 1.0)
             return
         nursery.cancel_scope.cancel()
+
+    def drop(self, error: ResourceLimitExceeded) -> None:
+        """End the session because the peer keeps exceeding its limits: tell it why (one
+        Result, outside the control queue's budget), then close."""
+        if self._nursery is not None and self.error is None:
+            self._pending_frames.append(control_result(error))
+            self._wake_writer.set()
+        self.close(error)
 
     def abort(self) -> None:
         """End the session at once, without last words or closing links in good order."""
@@ -290,9 +315,48 @@ class PeerSession:
         self._pending.append(advert)
         self._wake_writer.set()
 
-    def _queue_frame(self, frame: control_pb2.ControlFrame) -> None:
+    def _queue_frame(self, frame: control_pb2.ControlFrame) -> bool:
+        """Queue ``frame`` for the writer, within the control queue's bounds; False (and the
+        refusal counted and reported) when it does not fit."""
+        limits = self.node.config.limits
+        size = frame.ByteSize() + 16  # the header the writer stamps, and the length prefix
+        if len(self._pending_frames) >= limits.control_queue_frames:
+            error = ResourceLimitExceeded(
+                f"{self.peer} has {len(self._pending_frames)} control frames queued "
+                f"(the limit); it does not read its control stream",
+                resource="memory",
+                use="control_queue",
+                scope="peer",
+                size=1,
+                limit=limits.control_queue_frames,
+                peer=self.peer,
+            )
+            self.node.resources.count_refusal(error)
+            self.node.report_error(error, peer=self.peer)
+            return False
+        if self._queued_bytes + size > limits.control_queue_bytes:
+            error = ResourceLimitExceeded(
+                f"{self.peer} has {self._queued_bytes} bytes of control frames queued; "
+                f"{size} more would pass the limit of {limits.control_queue_bytes}",
+                resource="memory",
+                use="control_queue",
+                scope="peer",
+                size=size,
+                limit=limits.control_queue_bytes,
+                peer=self.peer,
+            )
+            self.node.resources.count_refusal(error)
+            self.node.report_error(error, peer=self.peer)
+            return False
+        try:
+            self.node.resources.reserve(self.peer, "memory", size, "control_queue")
+        except ResourceLimitExceeded as exc:
+            self.node.report_error(exc, peer=self.peer)
+            return False
+        self._queued_bytes += size
         self._pending_frames.append(frame)
         self._wake_writer.set()
+        return True
 
     def _stamped(self, frame: control_pb2.ControlFrame) -> control_pb2.ControlFrame:
         """Give an outgoing control frame its send time and its sequence number (from 1)."""
@@ -316,13 +380,17 @@ class PeerSession:
                 await self._wake_writer.wait()
                 self._wake_writer = trio.Event()
                 frames, self._pending_frames = self._pending_frames, []
+                taken = self._queued_bytes
                 if self._pending:
                     adverts, self._pending = self._pending, []
                     for start in range(0, len(adverts), 512):
                         batch = advert_pb2.AdvertBatch(adverts=adverts[start : start + 512])
                         frames.append(control_pb2.ControlFrame(adverts=batch))
                 if frames:
+                    # Still reserved while being written (released once written).
                     await writer.write_messages(self._stamped(f) for f in frames)
+                    self._queued_bytes -= taken
+                    self.node.resources.release(self.peer, "memory", taken, "control_queue")
                 if self._closing and not self._has_last_words():
                     self.close()
         finally:
@@ -401,6 +469,10 @@ class PeerSession:
         reader = FrameReader(stream, MAX_CONTROL_FRAME_SIZE)
         nonce = 0
         try:
+            self.node.resources.reserve(
+                self.peer, "memory", MAX_CONTROL_FRAME_SIZE, "partial_frames"
+            )
+            self._control_partial_reserved = MAX_CONTROL_FRAME_SIZE
             first = await read_message(reader, control_pb2.ControlFrame)
             if first is None:
                 raise ConnectionLost(f"{self.peer} closed its control stream before the hello")
@@ -462,6 +534,22 @@ class PeerSession:
             self._apply_adverts(frame.adverts.adverts, frame.header.sequence)
             self.reconcile()
         elif kind == "ping":
+            limit = self.node.config.limits.ping_payload
+            if len(frame.ping.payload) > limit:
+                error = ResourceLimitExceeded(
+                    f"{self.peer} sent a ping with {len(frame.ping.payload)} bytes of payload, "
+                    f"over the {limit}-byte limit; not answered",
+                    resource="memory",
+                    use="ping_payload",
+                    scope="peer",
+                    size=len(frame.ping.payload),
+                    limit=limit,
+                    peer=self.peer,
+                )
+                self.node.resources.count_refusal(error)
+                self.node.report_error(error, peer=self.peer)
+                self._queue_frame(control_result(error, frame.header.sequence))
+                return
             pong = ping_pb2.Pong(
                 nonce=frame.ping.nonce,
                 ping_sent_us=frame.ping.sent_us,
@@ -482,10 +570,10 @@ class PeerSession:
                 self.stats.pongs_received += 1
                 self.rtt_measured.set()
         elif kind == "result":
-            error = error_for(frame.result, f"{self.peer} reported")
-            if isinstance(error, VersionMismatch):
-                raise error
-            self.node.report_error(error, peer=self.peer)
+            reported = error_for(frame.result, f"{self.peer} reported")
+            if isinstance(reported, VersionMismatch):
+                raise reported
+            self.node.report_error(reported, peer=self.peer)
         elif kind == "hello":
             raise ProtocolError(f"{self.peer} sent a second hello")
 

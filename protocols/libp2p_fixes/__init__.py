@@ -124,6 +124,13 @@ import py-libp2p and :mod:`protocols` only.
   ``read()`` blocks every ``write()``: full-duplex protocols deadlock
   → :class:`~.mplex.DuplexMplex` (simnet's hosts use it);
   ``test_stock_mplex_write_waits_for_a_parked_reader``.
+
+``yamux`` — the yamux muxer (``test_yamux``)
+
+* ``Yamux.handle_incoming`` keeps a DATA frame that exceeds the stream's receive window (it only
+  logs), so a stream nobody reads buffers whatever the peer sends
+  → :func:`~.yamux.windowed_yamux` (per host: :mod:`dndm_p2p.host.build` applies it);
+  ``test_stock_yamux_buffers_past_the_receive_window``.
 """
 
 from __future__ import annotations
@@ -152,4 +159,6 @@ TOUCHED: tuple[str, ...] = (
     "libp2p.security.noise.transport:Transport",
     "libp2p.security.noise.io:NoiseTransportReadWriter",
     "libp2p.security.secure_session:SecureSession",
+    "libp2p.stream_muxer.yamux.yamux:Yamux",
+    "libp2p.stream_muxer.muxer_multistream:MuxerMultistream",
 )

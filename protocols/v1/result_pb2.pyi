@@ -72,6 +72,11 @@ class Result(_message.Message):
         subscriber opens a new link with resume_after = 0; messages between its
         last delivered one and the new link's first are lost.
         """
+        RESOURCE_LIMIT_EXCEEDED: Result._Code.ValueType  # 14
+        """The request would take one of the receiver's resource budgets (memory,
+        streams, links; per peer or for the whole node) past its limit; nothing
+        was allocated for it. Transient: it may succeed once usage goes down.
+        """
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper):
         """Result codes. New codes may be added; unknown codes are treated as ERROR."""
@@ -114,6 +119,11 @@ class Result(_message.Message):
     publisher holds no state for (it restarted, or gave the link up). The
     subscriber opens a new link with resume_after = 0; messages between its
     last delivered one and the new link's first are lost.
+    """
+    RESOURCE_LIMIT_EXCEEDED: Result.Code.ValueType  # 14
+    """The request would take one of the receiver's resource budgets (memory,
+    streams, links; per peer or for the whole node) past its limit; nothing
+    was allocated for it. Transient: it may succeed once usage goes down.
     """
 
     NONCE_FIELD_NUMBER: _builtins.int

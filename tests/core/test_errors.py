@@ -23,6 +23,7 @@ from dndm_p2p import (
     PermissionDenied,
     ProtocolError,
     RemoteError,
+    ResourceLimitExceeded,
     RouteError,
     Router,
     Timeout,
@@ -52,6 +53,7 @@ BUILTIN_BASES: dict[type[DndmError], type[BaseException]] = {
     Closed: RuntimeError,
     ConfigError: ValueError,
     PermissionDenied: PermissionError,
+    ResourceLimitExceeded: OSError,
 }
 
 TRANSIENT = {
@@ -63,6 +65,7 @@ TRANSIENT = {
     ConnectionLost,
     errors.SlowSubscriber,
     errors.LinkReset,
+    ResourceLimitExceeded,
 }
 PERMANENT = {
     PermanentError,

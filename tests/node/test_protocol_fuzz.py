@@ -280,10 +280,10 @@ batches_for_link = st.builds(
     st.lists(messages, max_size=4),
 )
 
-#: Regressions this fuzzer found: a Result with a code this version does not know (12) crashed
+#: Regressions this fuzzer found: a Result with a code this version does not know (99) crashed
 #: the node (``Result.Code.Name`` raises ValueError); see test_result_with_an_unknown_code.
 UNKNOWN_RESULT = result_pb2.Result(description="found by the fuzzer")
-UNKNOWN_RESULT.code = 12  # type: ignore[assignment]
+UNKNOWN_RESULT.code = 99  # type: ignore[assignment]
 UNKNOWN_RESULT_CONTROL = control_pb2.ControlFrame(result=UNKNOWN_RESULT)
 UNKNOWN_RESULT_DATA = encode_message(control_pb2.DataFrame(result=UNKNOWN_RESULT))
 
