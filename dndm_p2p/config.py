@@ -15,7 +15,8 @@ from pathlib import Path
 
 from dht.config import DhtConfig
 from dndm_p2p.core.qos import QoS
-from dndm_p2p.discovery.config import GossipConfig, MdnsConfig
+from dndm_p2p.discovery.config import DialLimits, GossipConfig, MdnsConfig
+from dndm_p2p.host.limits import ConnectionLimits
 from nat.config import NatConfig
 from protocols.ids import MAX_FRAME_SIZE
 from protocols.validation import (
@@ -28,7 +29,15 @@ from protocols.validation import (
     invalid,
 )
 
-__all__ = ["DhtConfig", "GossipConfig", "MdnsConfig", "NatConfig", "NodeConfig"]
+__all__ = [
+    "ConnectionLimits",
+    "DhtConfig",
+    "DialLimits",
+    "GossipConfig",
+    "MdnsConfig",
+    "NatConfig",
+    "NodeConfig",
+]
 
 _SECONDS = (
     "ping_interval",
@@ -86,6 +95,14 @@ class NodeConfig:
     max_links_per_peer: int = 1024
     #: Most connections the host keeps open (a bootstrap server wants more).
     max_connections: int = 300
+    #: Most peers the host's peer store remembers; the least recently seen disconnected ones
+    #: are forgotten first (the node's own entry and connected peers never are).
+    max_peers: int = 2000
+    #: Which inbound connections the host admits: per IP and subnet, pending handshakes, and
+    #: a smaller budget for peers that do not speak DNDM (DHT-only clients, say).
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: What discovery may dial, and how often (only addresses peers signed for themselves).
+    dial_limits: DialLimits = field(default_factory=DialLimits)
 
     # -- discovery ---------------------------------------------------------------------------
     #: Bootstrap nodes (``/ip4/…/tcp/…/p2p/<id>``): connected at start and used to seed the DHT
@@ -138,6 +155,9 @@ class NodeConfig:
         check_count(self, "max_remote_adverts", at_least=1)
         check_count(self, "max_links_per_peer", at_least=1)
         check_count(self, "max_connections", at_least=2)
+        check_count(self, "max_peers", at_least=16)
+        check_instance(self, "connection_limits", ConnectionLimits)
+        check_instance(self, "dial_limits", DialLimits)
         for name, kind in (
             ("dht", DhtConfig),
             ("gossip", GossipConfig),

@@ -45,6 +45,8 @@ from multiaddr import Multiaddr
 from multiaddr.exceptions import Error as MultiaddrError
 
 from dndm_p2p.errors import ConfigError, DndmError, Unavailable
+from dndm_p2p.host.admission import InboundAdmission
+from dndm_p2p.host.limits import ConnectionLimits
 from protocols.libp2p_fixes.host import (
     check_listen_addrs_free,
     clear_dial_backoff,
@@ -57,19 +59,36 @@ from protocols.libp2p_fixes.host import (
     track_listeners,
     unwrap_host_run_exception,
 )
-from protocols.validation import bound_problem, check_count, check_flag, check_seconds, invalid
+from protocols.libp2p_fixes.peerstore import (
+    DEFAULT_MAX_PEERS,
+    BoundedPeerStore,
+    HandlerFailures,
+    guard_stream_handlers,
+)
+from protocols.validation import (
+    bound_problem,
+    check_count,
+    check_flag,
+    check_instance,
+    check_seconds,
+    invalid,
+)
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "ConnectionLimits",
     "DEFAULT_LISTEN_ADDR",
     "NOISE_PROTOCOL_ID",
     "YAMUX_PROTOCOL_ID",
     "ConnectionInfo",
     "HostConfig",
+    "admission_of",
     "build_host",
     "connect",
     "connections_to",
+    "handler_failures",
     "listen_addrs",
+    "peerstore_size",
     "running_host",
     "set_circuit_dialer",
 ]
@@ -100,6 +119,11 @@ class HostConfig:
         :func:`connect` fails fast and the caller decides when to try again.
     :param close_timeout: seconds allowed for closing the host on exit from
         :func:`running_host`; what is still open then is cancelled.
+    :param limits: which inbound connections are admitted: per IP, per subnet, pending
+        handshakes, peers that do not speak DNDM (see :class:`ConnectionLimits`).
+    :param max_peers: most peers the host's peer store remembers (addresses, keys,
+        protocols); beyond it the least recently seen disconnected peers are forgotten.  The
+        host's own entry and connected peers are never forgotten.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN_ADDR,)
@@ -108,6 +132,8 @@ class HostConfig:
     negotiate_timeout: float = 10.0
     dial_retries: int = 0
     close_timeout: float = 5.0
+    max_peers: int = DEFAULT_MAX_PEERS
+    limits: ConnectionLimits = ConnectionLimits()
 
     def __post_init__(self) -> None:
         addrs: object = self.listen
@@ -136,6 +162,8 @@ class HostConfig:
         check_count(self, "dial_retries", at_least=0)
         check_seconds(self, "negotiate_timeout", at_least=1)
         check_seconds(self, "close_timeout", above=0)
+        check_count(self, "max_peers", at_least=16)
+        check_instance(self, "limits", ConnectionLimits)
 
     def listen_multiaddrs(self) -> list[Multiaddr]:
         """The addresses the host listens on: ``listen``, plus the QUIC ones ``quic`` adds."""
@@ -192,6 +220,7 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
         inbound_stream_protocol_negotiation_timeout=timeout,
         outbound_stream_protocol_negotiation_timeout=timeout,
     )
+    peerstore = BoundedPeerStore(max_peers=config.max_peers)
     noise = NoiseTransport(key_pair, noise_privkey=_new_x25519_key_pair().private_key)
     host = new_host(
         key_pair=key_pair,
@@ -203,14 +232,19 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
         enable_upnp=False,
         enable_metrics=False,
         bootstrap=None,
+        peerstore_opt=peerstore,
         negotiate_timeout=math.ceil(timeout),
         connection_config=connection_config,
     )
     network = host.get_network()
     if isinstance(network, Swarm):  # new_host() has no retry_config parameter
         network.retry_config = RetryConfig(max_retries=config.dial_retries)
+    peerstore.attach(host)
+    guard_stream_handlers(host)
     track_listeners(host)
-    release_inbound_slots(host)
+    admission = InboundAdmission.for_host(host, config.limits, config.max_connections)
+    _admissions[host] = admission
+    release_inbound_slots(host, admission.admit)
     keep_new_connections_on_close_peer(host)
     size_resource_manager(host, config.max_connections)
     return host
@@ -305,6 +339,25 @@ async def connect(
             f"cannot connect to {maddr}: no connection within {timeout:g} s", peer=str(peer_id)
         )
     return peer_id
+
+
+_admissions: weakref.WeakKeyDictionary[IHost, InboundAdmission] = weakref.WeakKeyDictionary()
+
+
+def admission_of(host: IHost) -> InboundAdmission | None:
+    """The inbound admission of a host :func:`build_host` built (None for other hosts)."""
+    return _admissions.get(host)
+
+
+def handler_failures(host: IHost) -> HandlerFailures:
+    """How many of ``host``'s protocol handlers raised (each time the stream was reset and the
+    host went on), and the last such failure."""
+    return guard_stream_handlers(host)
+
+
+def peerstore_size(host: IHost) -> int:
+    """How many peers ``host``'s peer store holds now."""
+    return len(host.get_peerstore().peer_ids())
 
 
 def listen_addrs(host: IHost) -> list[Multiaddr]:

@@ -42,7 +42,15 @@ from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
 from dndm_p2p.discovery.component import Discovery
 from dndm_p2p.errors import Closed, ConnectionLost, DndmError, ProtocolError, Unavailable
-from dndm_p2p.host.build import HostConfig, connect, listen_addrs, running_host, set_circuit_dialer
+from dndm_p2p.host.build import (
+    HostConfig,
+    admission_of,
+    connect,
+    handler_failures,
+    listen_addrs,
+    running_host,
+    set_circuit_dialer,
+)
 from dndm_p2p.host.identity import generate_identity, load_or_create_identity
 from dndm_p2p.node.addressbook import AddressBook
 from dndm_p2p.node.admin import AdminServer
@@ -167,6 +175,8 @@ class Node:
                     listen=self.config.listen,
                     quic=self.config.quic,
                     max_connections=self.config.max_connections,
+                    max_peers=self.config.max_peers,
+                    limits=self.config.connection_limits,
                 )
                 host_context = running_host(key_pair, host_config)
             self._host = await stack.enter_async_context(host_context)
@@ -353,6 +363,35 @@ class Node:
         """Every remote link of every running session, both directions."""
         return link_stats(self._sessions.values())
 
+    def counters(self) -> dict[str, int]:
+        """The node's protection counters, by name: every refusal, trim and limit hit.
+
+        ``connections.*``: inbound connections refused by limit or trimmed (see
+        :class:`~dndm_p2p.host.limits.ConnectionLimits`); ``handlers.failed``: protocol
+        handlers that raised (the stream was reset); ``peerstore.*``: its size and the peers
+        it forgot; ``dht.refused_requests``: DHT requests over a peer's rate limit;
+        ``discovery.*``: dials discovery refused; ``errors``, ``dropped_streams``.
+        """
+        found: dict[str, int] = {
+            "errors": self.error_count,
+            "dropped_streams": self.dropped_streams,
+        }
+        host = self._host
+        if host is not None:
+            admission = admission_of(host)
+            if admission is not None:
+                for name, value in admission.stats.as_dict().items():
+                    found[f"connections.{name}"] = value
+                found["connections.pending"] = admission.pending_count()
+                found["connections.foreign"] = admission.foreign_count()
+            found["handlers.failed"] = handler_failures(host).count
+            store = host.get_peerstore()
+            found["peerstore.peers"] = len(store.peer_ids())
+            found["peerstore.evicted"] = int(getattr(store, "evicted", 0))
+        if self.discovery is not None:
+            found.update(self.discovery.counters())
+        return found
+
     def session(self, peer: str) -> PeerSession | None:
         """The running session with ``peer``, if any."""
         session = self._sessions.get(peer)
@@ -439,6 +478,9 @@ class Node:
             # connection for the protocols we share, and do not ask again while it lasts.
             self.foreign_peers.add(session.peer)
             self._events.emit(NodeEvent("peer_disconnected", session.peer, "not a DNDM node"))
+            admission = admission_of(self.host)
+            if admission is not None and self._nursery is not None and not self._closing:
+                self._nursery.start_soon(admission.mark_foreign, session.peer_id)
             return
         self._events.emit(NodeEvent("peer_disconnected", session.peer, detail, session.error))
         if self._closing:
