@@ -23,6 +23,7 @@ from protocols.validation import (
     check_count,
     check_flag,
     check_instance,
+    check_rate,
     check_seconds,
     check_size,
     check_strings,
@@ -93,6 +94,10 @@ class NodeConfig:
     max_frame_size: int = MAX_FRAME_SIZE
     max_remote_adverts: int = 10_000
     max_links_per_peer: int = 1024
+    #: Control requests (advert batches, pings) served per second to one peer, on average,
+    #: and how many it may send at once above that; beyond, they are refused (RATE_LIMITED).
+    control_rate: float = 50.0
+    control_burst: int = 200
     #: Most connections the host keeps open (a bootstrap server wants more).
     max_connections: int = 300
     #: Most peers the host's peer store remembers; the least recently seen disconnected ones
@@ -154,6 +159,8 @@ class NodeConfig:
         check_size(self, "max_frame_size", at_least=1024, at_most=MAX_FRAME_SIZE)
         check_count(self, "max_remote_adverts", at_least=1)
         check_count(self, "max_links_per_peer", at_least=1)
+        check_rate(self, "control_rate")
+        check_count(self, "control_burst", at_least=1)
         check_count(self, "max_connections", at_least=2)
         check_count(self, "max_peers", at_least=16)
         check_instance(self, "connection_limits", ConnectionLimits)

@@ -14,6 +14,7 @@ already catches the builtin keeps working (builtin bases in brackets)::
     │   ├── NoInterest                 nobody subscribed (only with no_interest="raise")
     │   ├── WouldBlock                 [BlockingIOError] a non-blocking call could not complete now
     │   ├── Timeout                    [TimeoutError] no result within the time limit
+    │   ├── RateLimited                a peer made requests faster than its rate limit
     │   └── Unavailable                [ConnectionError] a peer or service is unreachable
     │       └── ConnectionLost         an established connection or stream broke
     └── PermanentError                 retrying the same call cannot succeed
@@ -55,6 +56,7 @@ __all__ = [
     "PermanentError",
     "PermissionDenied",
     "ProtocolError",
+    "RateLimited",
     "RouteError",
     "Timeout",
     "TransientError",
@@ -160,6 +162,23 @@ class Timeout(TransientError, TimeoutError):
     ) -> None:
         super().__init__(*args, peer=peer, route=route)
         self.timeout = timeout
+
+
+class RateLimited(TransientError):
+    """A request was refused because it came faster than a per-peer rate limit allows.
+
+    :param limit: the limit's average rate, requests per second.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        limit: float | None = None,
+        peer: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(*args, peer=peer, route=route)
+        self.limit = limit
 
 
 class Unavailable(TransientError, ConnectionError):

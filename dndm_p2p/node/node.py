@@ -112,6 +112,8 @@ class Node:
         self.errors: deque[DndmError] = deque(maxlen=_MAX_KEPT_ERRORS)
         self.error_count = 0
         self.dropped_streams = 0
+        #: Control requests refused as over their peer's rate, by sessions that have ended.
+        self._rate_limited_before = 0
         self._closing = False
         self._key_pair: KeyPair | None = None
         self._links = LinkRegistry(self.router, self.config, lambda: self._closing)
@@ -370,11 +372,14 @@ class Node:
         :class:`~dndm_p2p.host.limits.ConnectionLimits`); ``handlers.failed``: protocol
         handlers that raised (the stream was reset); ``peerstore.*``: its size and the peers
         it forgot; ``dht.refused_requests``: DHT requests over a peer's rate limit;
-        ``discovery.*``: dials discovery refused; ``errors``, ``dropped_streams``.
+        ``discovery.*``: dials discovery refused; ``control.rate_limited``: control requests
+        (adverts, pings) refused as over their peer's rate; ``errors``, ``dropped_streams``.
         """
         found: dict[str, int] = {
             "errors": self.error_count,
             "dropped_streams": self.dropped_streams,
+            "control.rate_limited": self._rate_limited_before
+            + sum(session.stats.rate_limited for session in self._sessions.values()),
         }
         host = self._host
         if host is not None:
@@ -468,6 +473,7 @@ class Node:
         """A session ended: forget it, tell the application, maybe reconnect."""
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
+        self._rate_limited_before += session.stats.rate_limited
         if self._moves.finish(session) and not self._closing and self._nursery is not None:
             self._events.emit(NodeEvent("peer_moved", session.peer, "to a direct connection"))
             self._nursery.start_soon(self._start_session_quietly, session.peer_id)

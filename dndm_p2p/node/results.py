@@ -16,6 +16,7 @@ from dndm_p2p.errors import (
     MalformedFrame,
     PermissionDenied,
     ProtocolError,
+    RateLimited,
     TypeMismatch,
     UnknownRoute,
     VersionMismatch,
@@ -34,6 +35,7 @@ _CODES: tuple[tuple[type[DndmError], Code], ...] = (
     (MalformedFrame, _R.MALFORMED),
     (TypeMismatch, _R.TYPE_MISMATCH),
     (PermissionDenied, _R.PERMISSION_DENIED),
+    (RateLimited, _R.RATE_LIMITED),
     # Any other protocol violation: the frame was well formed but broke the protocol's rules.
     (ProtocolError, _R.MALFORMED),
 )

@@ -83,5 +83,7 @@ class PeerStats:
     adverts_received: int = 0
     bad_adverts: int = 0
     protocol_errors: int = 0
+    #: Control requests (adverts, pings) refused as over the peer's rate limit.
+    rate_limited: int = 0
     links_opened: int = 0
     errors: list[str] = field(default_factory=list)

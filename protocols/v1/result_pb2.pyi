@@ -59,6 +59,10 @@ class Result(_message.Message):
         """Internal error of the sender of the Result."""
         TRANSIENT: Result._Code.ValueType  # 11
         """Temporary condition (overload, not ready); retry later."""
+        RATE_LIMITED: Result._Code.ValueType  # 12
+        """The sender made requests faster than the receiver's per-peer rate limit;
+        the request was refused. Retry later (transient = true).
+        """
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper):
         """Result codes. New codes may be added; unknown codes are treated as ERROR."""
@@ -89,6 +93,10 @@ class Result(_message.Message):
     """Internal error of the sender of the Result."""
     TRANSIENT: Result.Code.ValueType  # 11
     """Temporary condition (overload, not ready); retry later."""
+    RATE_LIMITED: Result.Code.ValueType  # 12
+    """The sender made requests faster than the receiver's per-peer rate limit;
+    the request was refused. Retry later (transient = true).
+    """
 
     NONCE_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int

@@ -22,6 +22,7 @@ from dndm_p2p import (
     PermanentError,
     PermissionDenied,
     ProtocolError,
+    RateLimited,
     RouteError,
     Router,
     Timeout,
@@ -53,7 +54,15 @@ BUILTIN_BASES: dict[type[DndmError], type[BaseException]] = {
     PermissionDenied: PermissionError,
 }
 
-TRANSIENT = {TransientError, NoInterest, WouldBlock, Timeout, Unavailable, ConnectionLost}
+TRANSIENT = {
+    TransientError,
+    NoInterest,
+    WouldBlock,
+    Timeout,
+    Unavailable,
+    ConnectionLost,
+    RateLimited,
+}
 PERMANENT = {
     PermanentError,
     RouteError,
