@@ -2,15 +2,17 @@
 
 Subcommands (every loop bounded in count and time; JSON lines on stdout):
 
-* ``hold --target HOST:PORT --source IP --count N --seconds S``: keep up to N TCP connections
-  to the target open from source address IP, never sending a byte, re-opening those the target
-  closes (at most ``20 * N`` attempts in all), for S seconds.  Prints ``{"event": "holding",
-  ...}`` once N attempts were made, then ``{"event": "done", "attempts": a, "open": o}``.
-* ``reflect --bootstrap MADDR --claim HOST:PORT --route R --adverts N``: a DNDM node with
-  gossip whose adverts claim that it listens at HOST:PORT (an address someone else owns);
-  it joins through the bootstrap node and declares, then closes, an intent on R, N times,
-  0.4 s apart (one gossip announcement each).  Prints ``{"event": "announced", "count": n}``
-  after each, ``{"event": "done"}`` at the end.
+* ``hold --target HOST:PORT --source IP --count N --seconds S --ramp R``: keep up to N TCP
+  connections to the target open from source address IP, never sending a byte, re-opening
+  those the target closes (at most ``20 * N`` attempts in all), for S seconds.  Prints
+  ``{"event": "holding", ...}`` once N attempts were made and R more seconds of holding have
+  passed (the target's slots are taken by then), then ``{"event": "done", "attempts": a,
+  "open": o}``.
+* ``reflect --bootstrap MADDR --claim HOST --ports P1,P2,... --route R``: a DNDM node with
+  gossip whose adverts claim that it listens at HOST:Pi (addresses someone else owns); it
+  joins through the bootstrap node and declares, then closes, an intent on R once per port,
+  0.4 s apart (one gossip announcement each, the i-th claiming port Pi only).  Prints
+  ``{"event": "announced", "count": n}`` after each, ``{"event": "done"}`` at the end.
 * ``find-node-flood --target MADDR --seconds S --streams K``: a plain py-libp2p host sends
   FIND_NODE requests as fast as the target answers, on K streams at once (a new stream when
   one is reset), for S seconds.  Prints ``{"event": "done", "answers": a, "resets": r}``.
@@ -37,7 +39,7 @@ def emit(record: dict[str, Any]) -> None:
 # -- hold: many connection attempts from one address -----------------------------------------------
 
 
-async def hold(target: str, source: str, count: int, seconds: float) -> None:
+async def hold(target: str, source: str, count: int, seconds: float, ramp: float) -> None:
     host, _, port_text = target.rpartition(":")
     port = int(port_text)
     attempts = 0
@@ -74,6 +76,7 @@ async def hold(target: str, source: str, count: int, seconds: float) -> None:
                 nursery.start_soon(one_slot)
             while attempts < count:  # noqa: ASYNC110 (a counter of our own tasks)
                 await trio.sleep(0.05)
+            await trio.sleep(ramp)
             emit({"event": "holding", "attempts": attempts, "open": open_now})
             await trio.sleep_forever()
     emit({"event": "done", "attempts": attempts, "open": open_now})
@@ -82,19 +85,27 @@ async def hold(target: str, source: str, count: int, seconds: float) -> None:
 # -- reflect: adverts naming an address the advertiser does not own ------------------------------
 
 
-async def reflect(bootstrap: str, claim: str, route: str, adverts: int) -> None:
+async def reflect(bootstrap: str, claim: str, ports: list[int], route: str) -> None:
     from multiaddr import Multiaddr
 
     from dndm_p2p.config import GossipConfig, NodeConfig
+    from dndm_p2p.errors import Unavailable
     from dndm_p2p.node.node import Node
     from tests.proto.messages_pb2 import Foo
 
-    claim_host, _, claim_port = claim.rpartition(":")
-    claimed = [Multiaddr(f"/ip4/{claim_host}/tcp/{claim_port}")]
+    claimed = [Multiaddr(f"/ip4/{claim}/tcp/{ports[0]}")]
 
     class ClaimingNode(Node):
+        """Claims the addresses; dials nobody but the bootstrap node (so that the victim
+        only ever hears of it through adverts)."""
+
         def advertised_addrs(self) -> list[Multiaddr]:
-            return claimed
+            return list(claimed)
+
+        async def connect(self, addr: str, *, keep: bool = True) -> str:
+            if addr != bootstrap:
+                raise Unavailable(f"the reflector dials nobody but its bootstrap, not {addr}")
+            return await super().connect(addr, keep=keep)
 
     config = NodeConfig(
         name="reflector",
@@ -103,7 +114,8 @@ async def reflect(bootstrap: str, claim: str, route: str, adverts: int) -> None:
     )
     async with ClaimingNode(config) as node:
         emit({"event": "joined", "peer": node.peer_id})
-        for count in range(1, adverts + 1):
+        for count, port in enumerate(ports, start=1):
+            claimed[0] = Multiaddr(f"/ip4/{claim}/tcp/{port}")
             intent = node.publish(route, Foo)
             await trio.sleep(0.2)
             intent.close()
@@ -165,20 +177,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default="127.0.0.1")
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--ramp", type=float, default=3.0)
     p = sub.add_parser("reflect")
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--claim", required=True)
+    p.add_argument("--ports", required=True)
     p.add_argument("--route", required=True)
-    p.add_argument("--adverts", type=int, default=20)
     p = sub.add_parser("find-node-flood")
     p.add_argument("--target", required=True)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--streams", type=int, default=4)
     args = parser.parse_args(argv)
     if args.command == "hold":
-        trio.run(hold, args.target, args.source, args.count, args.seconds)
+        trio.run(hold, args.target, args.source, args.count, args.seconds, args.ramp)
     elif args.command == "reflect":
-        trio.run(reflect, args.bootstrap, args.claim, args.route, args.adverts)
+        ports = [int(port) for port in args.ports.split(",")]
+        trio.run(reflect, args.bootstrap, args.claim, ports, args.route)
     else:
         trio.run(find_node_flood, args.target, args.seconds, args.streams)
     return 0
