@@ -21,7 +21,7 @@ import math
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from libp2p import new_host
@@ -133,7 +133,7 @@ class HostConfig:
     dial_retries: int = 0
     close_timeout: float = 5.0
     max_peers: int = DEFAULT_MAX_PEERS
-    limits: ConnectionLimits = ConnectionLimits()
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def __post_init__(self) -> None:
         addrs: object = self.listen

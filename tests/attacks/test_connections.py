@@ -3,6 +3,8 @@
 * One process holds 1,000 silent connection attempts from 127.0.1.2 (all of 127.0.0.0/8 is
   loopback on Linux; it is outside 127.0.0.1's /24): a legitimate peer on 127.0.0.1 still
   connects and links, and the refusals are counted.
+* Twelve plain py-libp2p peers (no DNDM) against ten slots, four of them for such peers: the
+  oldest are closed, and a DNDM peer still links.
 * A node's gossip adverts, relayed by a bootstrap node, claim addresses it does not own
   (listeners on 127.0.0.3 counting connections), a new one in each of 20 adverts: the victim
   dials no more than the advertiser's dial rate allows, and the refusals are counted.
@@ -26,7 +28,7 @@ from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes
 
 from dht.config import DhtConfig
-from dndm_p2p.config import GossipConfig, NodeConfig
+from dndm_p2p.config import ConnectionLimits, GossipConfig, NodeConfig
 from dndm_p2p.host.build import connect, running_host
 from dndm_p2p.node.node import Node
 from tests.proto.messages_pb2 import Foo
@@ -80,6 +82,41 @@ async def test_a_legitimate_peer_links_while_one_process_holds_1000_connection_a
 
 
 ADVERTS = 20
+
+
+async def test_peers_that_never_speak_dndm_cannot_take_the_slots_of_a_dndm_peer() -> None:
+    limits = ConnectionLimits(max_foreign=4)
+    config = NodeConfig(name="victim", max_connections=10, connection_limits=limits, **FAST)
+    async with (
+        Node(config) as victim,
+        attacker(
+            "tests.support.attackers.connections",
+            "foreign",
+            "--target",
+            victim.addrs[0],
+            "--count",
+            "12",
+            "--seconds",
+            "60",
+        ) as squatters,
+    ):
+        await squatters.event("connected", seconds=60)
+        await eventually(lambda: victim.counters()["connections.trimmed_foreign"] > 0)
+        async with Node(NodeConfig(name="legit", **FAST)) as legit:
+            interest = victim.subscribe("legit.slots", Foo)
+            intent = legit.publish("legit.slots", Foo)
+            with trio.fail_after(20):
+                await legit.connect(victim.addrs[0])
+                await intent.wait_interest()
+            await intent.send(Foo(text="room"))
+            got = await receive(interest, 1)
+            counters = victim.counters()
+            intent.close()
+            interest.close()
+    print(f"12 non-DNDM peers against 10 slots (4 for them): counters {counters}")
+    assert [m.text for m in got] == ["room"]
+    assert counters["connections.foreign"] <= limits.max_foreign
+    assert counters["connections.trimmed_foreign"] > 0
 
 
 class ConnectionCounter:

@@ -27,15 +27,18 @@ async def test_5000_distinct_peers_churn_through_a_node_that_stays_up_and_bounde
     config = NodeConfig(max_peers=MAX_PEERS)
     async with Node(config) as node:
         largest = 0
-        async with attacker(
-            "tests.support.attackers.churn",
-            "--target",
-            node.addrs[0],
-            "--count",
-            str(CHURNED),
-            "--parallel",
-            "8",
-        ) as churn, trio.open_nursery() as nursery:
+        async with (
+            attacker(
+                "tests.support.attackers.churn",
+                "--target",
+                node.addrs[0],
+                "--count",
+                str(CHURNED),
+                "--parallel",
+                "8",
+            ) as churn,
+            trio.open_nursery() as nursery,
+        ):
 
             async def watch_size() -> None:
                 nonlocal largest

@@ -13,6 +13,10 @@ Subcommands (every loop bounded in count and time; JSON lines on stdout):
   joins through the bootstrap node and declares, then closes, an intent on R once per port,
   0.4 s apart (one gossip announcement each, the i-th claiming port Pi only).  Prints
   ``{"event": "announced", "count": n}`` after each, ``{"event": "done"}`` at the end.
+* ``foreign --target MADDR --count N --seconds S``: N plain py-libp2p hosts (fresh identities,
+  no DNDM) connect to the target and stay connected for S seconds, reconnecting (at most 20
+  times each) when the target closes them.  Prints ``{"event": "connected", "count": n}``
+  once all N connected once, ``{"event": "done", "dropped": d}`` at the end.
 * ``find-node-flood --target MADDR --seconds S --streams K``: a plain py-libp2p host sends
   FIND_NODE requests as fast as the target answers, on K streams at once (a new stream when
   one is reset), for S seconds.  Prints ``{"event": "done", "answers": a, "resets": r}``.
@@ -124,6 +128,47 @@ async def reflect(bootstrap: str, claim: str, ports: list[int], route: str) -> N
         emit({"event": "done"})
 
 
+# -- foreign: peers that never speak DNDM, holding connection slots ------------------------------
+
+
+async def foreign(target: str, count: int, seconds: float) -> None:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    from dndm_p2p.host.build import connect, running_host
+
+    connected = 0
+    dropped = 0
+    all_connected = trio.Event()
+
+    async def one_peer() -> None:
+        nonlocal connected, dropped
+        first = True
+        async with running_host(create_new_key_pair()) as host:
+            for _ in range(_MAX_ATTEMPTS_PER_SLOT):
+                try:
+                    peer = await connect(host, target, timeout=5)
+                except Exception:
+                    await trio.sleep(0.2)
+                    continue
+                if first:
+                    first = False
+                    connected += 1
+                    if connected == count:
+                        all_connected.set()
+                while host.get_network().get_connections(peer):  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+                dropped += 1
+
+    with trio.move_on_after(seconds):
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(one_peer)
+            await all_connected.wait()
+            emit({"event": "connected", "count": connected})
+            await trio.sleep_forever()
+    emit({"event": "done", "dropped": dropped})
+
+
 # -- find-node-flood: FIND_NODE as fast as the target answers --------------------------------------
 
 
@@ -183,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claim", required=True)
     p.add_argument("--ports", required=True)
     p.add_argument("--route", required=True)
+    p = sub.add_parser("foreign")
+    p.add_argument("--target", required=True)
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=30.0)
     p = sub.add_parser("find-node-flood")
     p.add_argument("--target", required=True)
     p.add_argument("--seconds", type=float, default=10.0)
@@ -193,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "reflect":
         ports = [int(port) for port in args.ports.split(",")]
         trio.run(reflect, args.bootstrap, args.claim, ports, args.route)
+    elif args.command == "foreign":
+        trio.run(foreign, args.target, args.count, args.seconds)
     else:
         trio.run(find_node_flood, args.target, args.seconds, args.streams)
     return 0
