@@ -157,8 +157,10 @@ class InboundAdmission:
         self._by_ip[ip] += 1
         self._by_subnet[subnet] += 1
         stats.admitted += 1
-        if self._connection_count() + 1 >= self._max_connections:
-            await self._trim_one_foreign("to make room for a new connection")
+        # Every pending handshake needs a slot when it ends: make room while one is short.
+        while self._connection_count() + self._pending > self._max_connections:
+            if not await self._trim_one_foreign("to make room for a new connection"):
+                break
         return ticket
 
     def _established(self, ticket: _Ticket, peer_id: ID) -> None:

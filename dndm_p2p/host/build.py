@@ -244,7 +244,7 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
     track_listeners(host)
     admission = InboundAdmission.for_host(host, config.limits, config.max_connections)
     _admissions[host] = admission
-    release_inbound_slots(host, admission.admit)
+    release_inbound_slots(host, admission.admit, handshake_slots=config.limits.max_pending)
     keep_new_connections_on_close_peer(host)
     size_resource_manager(host, config.max_connections)
     return host

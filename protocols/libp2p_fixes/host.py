@@ -202,17 +202,24 @@ class InboundTicket(Protocol):
 InboundAdmit = Callable[[Multiaddr | None], Awaitable[InboundTicket | None]]
 
 
-def release_inbound_slots(host: IHost, admit: InboundAdmit | None = None) -> None:
+def release_inbound_slots(
+    host: IHost, admit: InboundAdmit | None = None, *, handshake_slots: int = 0
+) -> None:
     """Let each inbound connection give back its inbound slot (and task) when it closes.
 
     The replacement, installed on this host's swarm only, does the same work but waits for
     *that* connection to close.  Pre-multiplexed connections (QUIC) keep the original path.
     With ``admit``, every inbound TCP connection is first put to it: refused connections are
     closed before any handshake; an admitted one's ticket hears when it is established and
-    is released exactly once, when it ends.
+    is released exactly once, when it ends.  ``handshake_slots`` more inbound connections
+    than py-libp2p's cap (``max_connections``) may then be in their handshakes at once, so
+    that ``admit`` sees them and can make room (the established connections stay capped).
     """
     swarm: Any = host.get_network()
     original = swarm._do_handle_inbound_connection
+    limiter = getattr(swarm, "_inbound_limiter", None)
+    if handshake_slots > 0 and isinstance(limiter, trio.CapacityLimiter):
+        limiter.total_tokens = limiter.total_tokens + handshake_slots
 
     async def handle(read_write_closer: Any, maddr: Multiaddr, failure_event: Any) -> None:
         if isinstance(read_write_closer, IMuxedConn):
@@ -256,7 +263,25 @@ async def _upgrade_and_wait(
         ticket.established(muxed.peer_id)
     for conn in swarm.get_connections(muxed.peer_id):
         if conn.muxed_conn is muxed:
+            await _wait_closed_or_orphaned(swarm, conn)
+            return
+
+
+#: Seconds between checks that a waited-on inbound connection is still the swarm's.
+_ORPHAN_CHECK = 1.0
+
+
+async def _wait_closed_or_orphaned(swarm: Any, conn: Any) -> None:
+    """Wait until ``conn`` closes; a connection the swarm no longer lists (it can drop one
+    from its table without closing it while the peer reconnects) is closed here."""
+    peer_id = conn.muxed_conn.peer_id
+    while not conn.event_closed.is_set():
+        with trio.move_on_after(_ORPHAN_CHECK):
             await conn.event_closed.wait()
+        if not conn.event_closed.is_set() and conn not in swarm.get_connections(peer_id):
+            logger.debug("closing an inbound connection of %s the swarm forgot", peer_id)
+            with contextlib.suppress(Exception):
+                await conn.close()
             return
 
 

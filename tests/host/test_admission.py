@@ -96,7 +96,9 @@ async def test_a_non_dndm_peer_gives_way_when_no_slot_is_left() -> None:
     ticket.established(foreign)
     host.connections = 2
     await gate.mark_foreign(foreign)
-    assert await gate.admit(remote("10.0.2.2")) is not None  # the third slot: foreign one goes
+    assert await gate.admit(remote("10.0.2.2")) is not None  # the third slot is free
+    assert host.closed == []
+    assert await gate.admit(remote("10.0.2.3")) is not None  # none is: the foreign one goes
     assert host.closed == [foreign]
 
 
