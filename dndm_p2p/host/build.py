@@ -64,6 +64,7 @@ from protocols.libp2p_fixes.peerstore import (
     BoundedPeerStore,
     HandlerFailures,
     guard_stream_handlers,
+    handler_failures_of,
 )
 from protocols.validation import (
     bound_problem,
@@ -351,8 +352,9 @@ def admission_of(host: IHost) -> InboundAdmission | None:
 
 def handler_failures(host: IHost) -> HandlerFailures:
     """How many of ``host``'s protocol handlers raised (each time the stream was reset and the
-    host went on), and the last such failure."""
-    return guard_stream_handlers(host)
+    host went on), and the last such failure; all zero for a host :func:`build_host` did not
+    build (its handlers are not guarded)."""
+    return handler_failures_of(host) or HandlerFailures()
 
 
 def peerstore_size(host: IHost) -> int:

@@ -24,7 +24,13 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerdata import PeerData
 from libp2p.peer.peerstore import PeerStore
 
-__all__ = ["DEFAULT_MAX_PEERS", "BoundedPeerStore", "HandlerFailures", "guard_stream_handlers"]
+__all__ = [
+    "DEFAULT_MAX_PEERS",
+    "BoundedPeerStore",
+    "HandlerFailures",
+    "guard_stream_handlers",
+    "handler_failures_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -186,3 +192,9 @@ def guard_stream_handlers(host: IHost) -> HandlerFailures:
     swarm.common_stream_handler = guarded
     setattr(swarm, _FAILURES_ATTR, failures)
     return failures
+
+
+def handler_failures_of(host: IHost) -> HandlerFailures | None:
+    """The counter :func:`guard_stream_handlers` installed on ``host``, or None if none was."""
+    found = getattr(host.get_network(), _FAILURES_ATTR, None)
+    return found if isinstance(found, HandlerFailures) else None

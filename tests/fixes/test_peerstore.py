@@ -22,7 +22,7 @@ from multiaddr import Multiaddr
 
 from dndm_p2p.host.build import connect, handler_failures, listen_addrs, running_host
 from protocols.libp2p_fixes.host import close_host, track_listeners
-from protocols.libp2p_fixes.peerstore import BoundedPeerStore
+from protocols.libp2p_fixes.peerstore import BoundedPeerStore, guard_stream_handlers
 
 ADDR = Multiaddr("/ip4/127.0.0.1/tcp/4001")
 
@@ -130,6 +130,7 @@ async def test_an_exception_in_a_protocol_handler_leaves_the_host_running() -> N
         server.set_stream_handler(PROTOCOL, raises)
         server.set_stream_handler(ECHO, answer_ok)
         failures = handler_failures(server)
+        assert failures is guard_stream_handlers(server)  # the one running_host installed
         peer = await connect(client, listen_addrs(server)[0])
         with trio.fail_after(10):
             for _ in range(3):
@@ -149,3 +150,12 @@ ECHO = TProtocol("/test/ok/1.0.0")
 async def answer_ok(stream: INetStream) -> None:
     await stream.write(b"ok")
     await stream.close()
+
+
+async def test_a_stock_host_built_next_to_ours_keeps_stock_handlers_and_peer_store() -> None:
+    async with running_host(create_new_key_pair()) as ours:
+        stock = new_host(key_pair=create_new_key_pair())
+        assert type(ours.get_peerstore()) is BoundedPeerStore
+        assert type(stock.get_peerstore()) is PeerStore
+        swarm: Any = stock.get_network()
+        assert swarm.common_stream_handler == stock._swarm_stream_handler  # type: ignore[attr-defined]
