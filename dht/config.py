@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.validation import check_count, check_flag, check_seconds
+from protocols.validation import check_count, check_flag, check_rate, check_seconds
 
 __all__ = ["DhtConfig"]
 
@@ -27,9 +27,16 @@ class DhtConfig:
     lookup_ttl: float = 5.0
     #: Most providers kept from one lookup.
     max_providers: int = 64
+    #: Requests (FIND_NODE, GET_PROVIDERS, ADD_PROVIDER, ...) served per second to one peer, on
+    #: average; beyond it (and its burst) a request is refused and its stream reset.
+    requests_per_second: float = 20.0
+    #: Requests one peer may make at once above that rate.
+    request_burst: int = 100
 
     def __post_init__(self) -> None:
         check_flag(self, "server")
         for name in ("provide_interval", "republish_interval", "lookup_ttl"):
             check_seconds(self, name, above=0)
         check_count(self, "max_providers", at_least=1)
+        check_rate(self, "requests_per_second")
+        check_count(self, "request_burst", at_least=1)

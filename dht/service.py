@@ -40,6 +40,7 @@ from dht.keys import NODE_RECORD_NAMESPACE, key_bytes, node_record_key
 from dht.records import DndmValidator, NodeAddresses, open_node_record, sign_node_record
 from protocols.errors import MalformedFrame
 from protocols.libp2p_fixes.kad import apply_kad_fixes
+from protocols.ratelimit import KeyedRateLimit
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -62,6 +63,8 @@ class DhtStats:
     lookup_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     #: Records other nodes tried to store that our validator refused.
     bad_records: int = 0
+    #: Requests of other nodes refused because they were over their rate limit.
+    refused_requests: int = 0
 
 
 class RouteDHT:
@@ -101,7 +104,10 @@ class RouteDHT:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the DHT and the paced provider until cancelled."""
         mode = DHTMode.SERVER if self.config.server else DHTMode.CLIENT
-        kad = apply_kad_fixes(KadDHT(self._host, mode, strict_validation=True))
+        limit = _CountingRequestLimit(self.config, self.stats)
+        kad = apply_kad_fixes(
+            KadDHT(self._host, mode, strict_validation=True), request_limit=limit
+        )
         kad.register_validator(NODE_RECORD_NAMESPACE, _CountingValidator(self.stats))
         self._kad = kad
         try:
@@ -262,6 +268,23 @@ class RouteDHT:
         except MalformedFrame:
             self.stats.bad_records += 1
             return None
+
+
+class _CountingRequestLimit:
+    """One token bucket per requesting peer (``DhtConfig.requests_per_second`` and
+    ``request_burst``), counting refusals in ``DhtStats.refused_requests``."""
+
+    def __init__(self, config: DhtConfig, stats: DhtStats) -> None:
+        self._buckets = KeyedRateLimit(
+            config.requests_per_second, config.request_burst, trio.current_time
+        )
+        self._stats = stats
+
+    def allow(self, peer: ID) -> bool:
+        if self._buckets.allow(peer):
+            return True
+        self._stats.refused_requests += 1
+        return False
 
 
 class _CountingValidator(DndmValidator):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from dht.config import DhtConfig
 from dndm_p2p.core.qos import QoS, SlowSubscriberMode
-from dndm_p2p.discovery.config import GossipConfig, MdnsConfig
+from dndm_p2p.discovery.config import DialLimits, GossipConfig, MdnsConfig
+from dndm_p2p.host.limits import ConnectionLimits
 from nat.config import NatConfig
 from protocols.addrs import peer_addr_problem
 from protocols.ids import MAX_CONTROL_FRAME_SIZE, MAX_FRAME_SIZE
@@ -24,13 +25,23 @@ from protocols.validation import (
     check_count,
     check_flag,
     check_instance,
+    check_rate,
     check_seconds,
     check_size,
     check_strings,
     invalid,
 )
 
-__all__ = ["DhtConfig", "GossipConfig", "MdnsConfig", "NatConfig", "NodeConfig", "ResourceLimits"]
+__all__ = [
+    "ConnectionLimits",
+    "DhtConfig",
+    "DialLimits",
+    "GossipConfig",
+    "MdnsConfig",
+    "NatConfig",
+    "NodeConfig",
+    "ResourceLimits",
+]
 
 _SECONDS = (
     "ping_interval",
@@ -183,10 +194,22 @@ class NodeConfig:
     #: reconnection (the least recently seen are forgotten first).
     remembered_incarnations: int = 4096
     max_links_per_peer: int = 1024
+    #: Control requests (advert batches, pings) served per second to one peer, on average,
+    #: and how many it may send at once above that; beyond, they are refused (RATE_LIMITED).
+    control_rate: float = 50.0
+    control_burst: int = 200
     #: Most connections the host keeps open (a bootstrap server wants more).
     max_connections: int = 300
     #: Budgets of memory, streams and links, per peer and for the node.
     limits: ResourceLimits = field(default_factory=ResourceLimits)
+    #: Most peers the host's peer store remembers; the least recently seen disconnected ones
+    #: are forgotten first (the node's own entry and connected peers never are).
+    max_peers: int = 2000
+    #: Which inbound connections the host admits: per IP and subnet, pending handshakes, and
+    #: a smaller budget for peers that do not speak DNDM (DHT-only clients, say).
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: What discovery may dial, and how often (only addresses peers signed for themselves).
+    dial_limits: DialLimits = field(default_factory=DialLimits)
 
     # -- discovery ---------------------------------------------------------------------------
     #: Bootstrap nodes (``/ip4/…/tcp/…/p2p/<id>``): connected at start and used to seed the DHT
@@ -255,8 +278,13 @@ class NodeConfig:
         check_count(self, "max_remote_adverts", at_least=1)
         check_count(self, "remembered_incarnations", at_least=1)
         check_count(self, "max_links_per_peer", at_least=1)
+        check_rate(self, "control_rate")
+        check_count(self, "control_burst", at_least=1)
         check_count(self, "max_connections", at_least=2)
         check_instance(self, "limits", ResourceLimits)
+        check_count(self, "max_peers", at_least=16)
+        check_instance(self, "connection_limits", ConnectionLimits)
+        check_instance(self, "dial_limits", DialLimits)
         for name, kind in (
             ("dht", DhtConfig),
             ("gossip", GossipConfig),

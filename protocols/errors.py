@@ -15,6 +15,7 @@ already catches the builtin keeps working (builtin bases in brackets)::
     │   ├── WouldBlock                 [BlockingIOError] a non-blocking call could not complete now
     │   ├── Timeout                    [TimeoutError] no result within the time limit
     │   ├── ResourceLimitExceeded      [OSError] a peer's or the node's budget is used up
+    │   ├── RateLimited                a peer made requests faster than its rate limit
     │   └── Unavailable                [ConnectionError] a peer or service is unreachable
     │       └── ConnectionLost         an established connection or stream broke
     │   ├── SlowSubscriber             a publisher gave up on a subscriber that lagged
@@ -76,6 +77,7 @@ __all__ = [
     "RemoteError",
     "ProtocolError",
     "ResourceLimitExceeded",
+    "RateLimited",
     "RouteError",
     "SlowSubscriber",
     "Timeout",
@@ -214,6 +216,23 @@ class ResourceLimitExceeded(TransientError, OSError):
         self.size = size
         self.limit = limit
         self.use = use
+
+
+class RateLimited(TransientError):
+    """A request was refused because it came faster than a per-peer rate limit allows.
+
+    :param limit: the limit's average rate, requests per second.
+    """
+
+    def __init__(
+        self,
+        *args: object,
+        limit: float | None = None,
+        peer: str | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(*args, peer=peer, route=route)
+        self.limit = limit
 
 
 class Unavailable(TransientError, ConnectionError):

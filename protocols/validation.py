@@ -30,6 +30,7 @@ __all__ = [
     "check_count",
     "check_flag",
     "check_instance",
+    "check_rate",
     "check_seconds",
     "check_size",
     "check_strings",
@@ -121,6 +122,15 @@ def check_seconds(
         at_most=at_most,
         below=below,
     )
+    return value
+
+
+def check_rate(config: object, name: str, *, above: float = 0) -> float:
+    """Field ``name`` of ``config`` as a finite rate (events per second) above ``above``.
+
+    :raises ConfigError: it is not (``"<Class>.<name>: must be a rate per second > 0, ..."``).
+    """
+    value: float = _check_bounded(config, name, "a rate per second", False, above=above)
     return value
 
 

@@ -41,7 +41,8 @@ from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
 from dndm_p2p.core.route import PlainRoute, Route
 from dndm_p2p.discovery.advert_table import AdvertTable
-from dndm_p2p.discovery.config import GossipConfig, MdnsConfig
+from dndm_p2p.discovery.config import DialLimits, GossipConfig, MdnsConfig
+from dndm_p2p.discovery.dialing import DialGuard, own_addrs
 from dndm_p2p.discovery.gossip import Announcement, GossipAdverts
 from dndm_p2p.discovery.namespaces import namespace_of
 from dndm_p2p.errors import Closed, ConfigError, DndmError, ProtocolError, Unavailable
@@ -248,6 +249,11 @@ class Discovery:
         self._discovered: dict[tuple[str, str, str], Discovered] = {}
         #: Adverts heard through gossip, with their expiry.
         self.advert_table = AdvertTable()
+        limits = getattr(self._config, "dial_limits", None)
+        #: What discovery may dial, and how often (see :mod:`dndm_p2p.discovery.dialing`).
+        self.dial_guard = DialGuard(
+            limits if isinstance(limits, DialLimits) else DialLimits(), trio.current_time
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -361,7 +367,7 @@ class Discovery:
         except (ValueError, ConfigError) as exc:
             self._node.report_error(ProtocolError(f"mDNS announced a bad peer or address: {exc}"))
             return
-        self._dial(peer_id, addrs)
+        self._dial(peer_id, addrs, source=f"mdns:{peer}")
 
     async def seed(self, peers: Sequence[ID]) -> None:
         """Add connected ``peers`` to the DHT routing table and refresh it."""
@@ -387,7 +393,7 @@ class Discovery:
         self.advert_table.expire()
         for entry in self.advert_table.entries():
             if entry.advert.register and self._wanted(entry.advert):
-                self._dial(ID.from_base58(entry.peer), entry.addrs)
+                self._dial(ID.from_base58(entry.peer), entry.addrs, source=f"gossip:{entry.peer}")
 
     def _covered(self, handle: Intent[Any] | Interest[Any]) -> bool:
         """True when a running session's peer has a handle of the other kind matching ours."""
@@ -467,7 +473,7 @@ class Discovery:
         peer_id = ID.from_base58(announcement.peer)
         for advert in announcement.adverts:
             if advert.register and self._wanted(advert):
-                self._dial(peer_id, announcement.addrs)
+                self._dial(peer_id, announcement.addrs, source=f"gossip:{announcement.peer}")
                 return
 
     def _wanted(self, advert: RemoteAdvert) -> bool:
@@ -490,10 +496,18 @@ class Discovery:
         self._discovered[(peer, str(route), kind)] = Discovered(
             peer, str(route), kind, "dht", type_name, expires
         )
-        self._dial(peer_id, addrs)
+        # The provider record's addresses are the answering node's word, not the provider's.
+        self._dial(peer_id, addrs, source=f"dht:{peer}", signed=False)
 
-    def _dial(self, peer_id: ID, addrs: Sequence[str]) -> None:
-        """Connect to a discovered peer once (its session then links what matches)."""
+    def _dial(
+        self, peer_id: ID, addrs: Sequence[str], *, source: str, signed: bool = True
+    ) -> None:
+        """Connect to a discovered peer once (its session then links what matches).
+
+        ``addrs`` were named by the peer itself when ``signed`` (a gossip advert, mDNS); else
+        by a third party (a DHT answer), and then only the peer's own signed records are used.
+        Every dial goes through :attr:`dial_guard`, on behalf of ``source``.
+        """
         peer = str(peer_id)
         node = self._node
         if peer == node.peer_id or peer in self._dialing or node.connected(peer):
@@ -501,27 +515,56 @@ class Discovery:
         if self._nursery is None or node.closing:
             return
         self._dialing.add(peer)
-        self._nursery.start_soon(self._connect, peer_id, tuple(addrs))
+        self._nursery.start_soon(self._connect, peer_id, tuple(addrs), source, signed)
 
-    async def _connect(self, peer_id: ID, addrs: tuple[str, ...]) -> None:
+    async def _candidates(self, peer_id: ID, addrs: tuple[str, ...], signed: bool) -> list[str]:
+        """The addresses ``peer_id`` itself signed or announced: ``addrs`` when ``signed``;
+        else (or when there are none) its signed peer record, then its DHT node record."""
         peer = str(peer_id)
+        guard = self.dial_guard
+        candidates: list[str] = []
+        if signed:
+            candidates, dropped = own_addrs(peer, addrs)
+            guard.dropped_foreign(dropped)
+        if not candidates:
+            candidates, _ = own_addrs(peer, _signed_record_addrs(self._node.host, peer_id))
+        if not candidates and self.dht is not None:
+            record = await self.dht.get_node_record(peer)
+            if record is not None:
+                candidates, dropped = own_addrs(peer, record.addrs)
+                guard.dropped_foreign(dropped)
+        if not signed and addrs and not candidates:
+            guard.dropped_foreign(len(addrs))
+        return candidates[: guard.limits.max_addrs_per_peer]
+
+    async def _connect(
+        self, peer_id: ID, addrs: tuple[str, ...], source: str, signed: bool
+    ) -> None:
+        peer = str(peer_id)
+        guard = self.dial_guard
         try:
-            candidates = list(addrs)
-            if not candidates and self.dht is not None:
-                record = await self.dht.get_node_record(peer)
-                if record is not None:
-                    candidates = list(record.addrs)
-            if not candidates:
-                candidates = [str(a) for a in self._node.known_addrs(peer_id)]
-            error: DndmError = Unavailable(f"no address known for discovered peer {peer}")
+            candidates = await self._candidates(peer_id, addrs, signed)
+            error: DndmError = Unavailable(
+                f"no address signed by discovered peer {peer} is known"
+                if not signed and addrs
+                else f"no address known for discovered peer {peer}"
+            )
             for addr in candidates:
+                if not guard.may_dial(source, addr):
+                    error = Unavailable(
+                        f"not dialling {addr} for discovered peer {peer}: it failed recently "
+                        f"or {source} caused too many dials (DialLimits)"
+                    )
+                    continue
                 self.stats.dials += 1
                 try:
                     await self._node.dial(f"{addr}/p2p/{peer}", keep=False)
                 except (Unavailable, Closed) as exc:
                     error = exc
+                    guard.failed(addr)
                     self.stats.dial_failures += 1
                     continue
+                guard.succeeded(addr)
                 if self.dht is not None:
                     await self.dht.kad.add_peer(peer_id)
                 return
@@ -530,6 +573,14 @@ class Discovery:
             self._dialing.discard(peer)
 
     # -- introspection ----------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Discovery's refusals (dials, DHT requests), named for
+        :meth:`dndm_p2p.node.Node.counters`."""
+        found = self.dial_guard.counters.as_dict()
+        if self.dht is not None:
+            found["dht.refused_requests"] = self.dht.stats.refused_requests
+        return found
 
     def discovered(self) -> list[Discovered]:
         """Current (unexpired) intents and interests learnt through the DHT and gossip."""
@@ -553,6 +604,18 @@ def _pattern_of(handle: Intent[Any] | Interest[Any]) -> Any:
     if isinstance(handle, Interest) and handle.pattern is not None:
         return handle.pattern
     raise TypeError(f"{handle!r} has neither a route nor a pattern")
+
+
+def _signed_record_addrs(host: IHost, peer_id: ID) -> list[str]:
+    """The addresses of ``peer_id``'s signed peer record in ``host``'s peerstore (py-libp2p
+    checked its signature when it stored it), or none."""
+    try:
+        envelope = host.get_peerstore().get_peer_record(peer_id)
+        if envelope is None:
+            return []
+        return [str(addr) for addr in envelope.record().addrs]
+    except Exception:  # no record, or one that does not decode: nothing signed to use
+        return []
 
 
 def _addrs_of(info: Libp2pPeerInfo) -> tuple[str, ...]:

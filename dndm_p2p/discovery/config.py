@@ -13,9 +13,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dndm_p2p.errors import ConfigError
-from protocols.validation import check_count, check_flag, check_seconds, check_strings, invalid
+from protocols.validation import (
+    check_count,
+    check_flag,
+    check_rate,
+    check_seconds,
+    check_strings,
+    invalid,
+)
 
-__all__ = ["GossipConfig", "MdnsConfig", "interface_addresses"]
+__all__ = ["DialLimits", "GossipConfig", "MdnsConfig", "interface_addresses"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,34 @@ class GossipConfig:
             )
         check_flag(self, "relay_all")
         check_count(self, "namespace_depth", at_least=1)
+
+
+@dataclass(frozen=True, slots=True)
+class DialLimits:
+    """What discovery may dial, and how often, whoever names the address.
+
+    Discovery dials only addresses a peer named for itself: a gossip advert's (signed by the
+    advertiser), a DHT provider's signed peer record or node record, an mDNS announcement.
+    Dials are rate-limited per source (an advertiser, a provider) and an address that failed
+    is left alone for a while, whoever names it again.
+
+    :param source_rate: dial attempts per second allowed to one source, on average.
+    :param source_burst: dial attempts one source may cause at once.
+    :param failed_addr_backoff: seconds an address that could not be connected to is not
+        dialled again by discovery.
+    :param max_addrs_per_peer: most addresses tried for one discovered peer.
+    """
+
+    source_rate: float = 0.2
+    source_burst: int = 4
+    failed_addr_backoff: float = 60.0
+    max_addrs_per_peer: int = 4
+
+    def __post_init__(self) -> None:
+        check_rate(self, "source_rate")
+        check_count(self, "source_burst", at_least=1)
+        check_seconds(self, "failed_addr_backoff", at_least=0)
+        check_count(self, "max_addrs_per_peer", at_least=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import math
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from libp2p import new_host
@@ -46,6 +46,8 @@ from multiaddr import Multiaddr
 from multiaddr.exceptions import Error as MultiaddrError
 
 from dndm_p2p.errors import ConfigError, DndmError, Unavailable
+from dndm_p2p.host.admission import InboundAdmission
+from dndm_p2p.host.limits import ConnectionLimits
 from protocols.libp2p_fixes.host import (
     check_listen_addrs_free,
     clear_dial_backoff,
@@ -59,20 +61,38 @@ from protocols.libp2p_fixes.host import (
     unwrap_host_run_exception,
 )
 from protocols.libp2p_fixes.noise import DEFAULT_STALL_TIMEOUT, WholeWriteNoise
+from protocols.libp2p_fixes.peerstore import (
+    DEFAULT_MAX_PEERS,
+    BoundedPeerStore,
+    HandlerFailures,
+    guard_stream_handlers,
+    handler_failures_of,
+)
 from protocols.libp2p_fixes.yamux import windowed_yamux
-from protocols.validation import bound_problem, check_count, check_flag, check_seconds, invalid
+from protocols.validation import (
+    bound_problem,
+    check_count,
+    check_flag,
+    check_instance,
+    check_seconds,
+    invalid,
+)
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "ConnectionLimits",
     "DEFAULT_LISTEN_ADDR",
     "NOISE_PROTOCOL_ID",
     "YAMUX_PROTOCOL_ID",
     "ConnectionInfo",
     "HostConfig",
+    "admission_of",
     "build_host",
     "connect",
     "connections_to",
+    "handler_failures",
     "listen_addrs",
+    "peerstore_size",
     "running_host",
     "set_circuit_dialer",
 ]
@@ -106,6 +126,11 @@ class HostConfig:
     :param write_stall_timeout: seconds an encrypted message may take to leave once its write
         has begun (it is never cut by a cancellation); a connection whose peer does not read
         for that long is closed.
+    :param limits: which inbound connections are admitted: per IP, per subnet, pending
+        handshakes, peers that do not speak DNDM (see :class:`ConnectionLimits`).
+    :param max_peers: most peers the host's peer store remembers (addresses, keys,
+        protocols); beyond it the least recently seen disconnected peers are forgotten.  The
+        host's own entry and connected peers are never forgotten.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN_ADDR,)
@@ -115,6 +140,8 @@ class HostConfig:
     dial_retries: int = 0
     close_timeout: float = 5.0
     write_stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    max_peers: int = DEFAULT_MAX_PEERS
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def __post_init__(self) -> None:
         addrs: object = self.listen
@@ -144,6 +171,8 @@ class HostConfig:
         check_seconds(self, "negotiate_timeout", at_least=1)
         check_seconds(self, "close_timeout", above=0)
         check_seconds(self, "write_stall_timeout", at_least=1)
+        check_count(self, "max_peers", at_least=16)
+        check_instance(self, "limits", ConnectionLimits)
 
     def listen_multiaddrs(self) -> list[Multiaddr]:
         """The addresses the host listens on: ``listen``, plus the QUIC ones ``quic`` adds."""
@@ -200,6 +229,7 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
         inbound_stream_protocol_negotiation_timeout=timeout,
         outbound_stream_protocol_negotiation_timeout=timeout,
     )
+    peerstore = BoundedPeerStore(max_peers=config.max_peers)
     noise = WholeWriteNoise(
         key_pair,
         _new_x25519_key_pair().private_key,
@@ -215,14 +245,19 @@ def build_host(key_pair: KeyPair, config: HostConfig | None = None) -> IHost:
         enable_upnp=False,
         enable_metrics=False,
         bootstrap=None,
+        peerstore_opt=peerstore,
         negotiate_timeout=math.ceil(timeout),
         connection_config=connection_config,
     )
     network = host.get_network()
     if isinstance(network, Swarm):  # new_host() has no retry_config parameter
         network.retry_config = RetryConfig(max_retries=config.dial_retries)
+    peerstore.attach(host)
+    guard_stream_handlers(host)
     track_listeners(host)
-    release_inbound_slots(host)
+    admission = InboundAdmission.for_host(host, config.limits, config.max_connections)
+    _admissions[host] = admission
+    release_inbound_slots(host, admission.admit, handshake_slots=config.limits.max_pending)
     keep_new_connections_on_close_peer(host)
     size_resource_manager(host, config.max_connections)
     windowed_yamux(host)
@@ -318,6 +353,26 @@ async def connect(
             f"cannot connect to {maddr}: no connection within {timeout:g} s", peer=str(peer_id)
         )
     return peer_id
+
+
+_admissions: weakref.WeakKeyDictionary[IHost, InboundAdmission] = weakref.WeakKeyDictionary()
+
+
+def admission_of(host: IHost) -> InboundAdmission | None:
+    """The inbound admission of a host :func:`build_host` built (None for other hosts)."""
+    return _admissions.get(host)
+
+
+def handler_failures(host: IHost) -> HandlerFailures:
+    """How many of ``host``'s protocol handlers raised (each time the stream was reset and the
+    host went on), and the last such failure; all zero for a host :func:`build_host` did not
+    build (its handlers are not guarded)."""
+    return handler_failures_of(host) or HandlerFailures()
+
+
+def peerstore_size(host: IHost) -> int:
+    """How many peers ``host``'s peer store holds now."""
+    return len(host.get_peerstore().peer_ids())
 
 
 def listen_addrs(host: IHost) -> list[Multiaddr]:

@@ -49,7 +49,15 @@ from dndm_p2p.errors import (
     ResourceLimitExceeded,
     Unavailable,
 )
-from dndm_p2p.host.build import HostConfig, connect, listen_addrs, running_host, set_circuit_dialer
+from dndm_p2p.host.build import (
+    HostConfig,
+    admission_of,
+    connect,
+    handler_failures,
+    listen_addrs,
+    running_host,
+    set_circuit_dialer,
+)
 from dndm_p2p.host.identity import generate_identity, load_or_create_identity
 from dndm_p2p.node.addressbook import AddressBook
 from dndm_p2p.node.admin import AdminServer
@@ -119,6 +127,8 @@ class Node(StackOwner):
         self.errors: deque[DndmError] = deque(maxlen=_MAX_KEPT_ERRORS)
         self.error_count = 0
         self.dropped_streams = 0
+        #: Control requests refused as over their peer's rate, by sessions that have ended.
+        self._rate_limited_before = 0
         self._closing = False
         self._key_pair: KeyPair | None = None
         #: What each peer, and all peers together, may make this node hold.
@@ -193,6 +203,8 @@ class Node(StackOwner):
                     listen=self.config.listen,
                     quic=self.config.quic,
                     max_connections=self.config.max_connections,
+                    max_peers=self.config.max_peers,
+                    limits=self.config.connection_limits,
                 )
                 host_context = running_host(key_pair, host_config)
             self._host = await stack.enter_async_context(host_context)
@@ -503,6 +515,37 @@ class Node(StackOwner):
             except Exception as exc:  # py-libp2p raises assorted errors for a closing connection
                 self.report_error(Unavailable(f"closing the connection to {peer_id}: {exc}"))
         self._window_violators.discard(str(peer_id))
+    def counters(self) -> dict[str, int]:
+        """The node's protection counters, by name: every refusal, trim and limit hit.
+
+        ``connections.*``: inbound connections refused by limit or trimmed (see
+        :class:`~dndm_p2p.host.limits.ConnectionLimits`); ``handlers.failed``: protocol
+        handlers that raised (the stream was reset); ``peerstore.*``: its size and the peers
+        it forgot; ``dht.refused_requests``: DHT requests over a peer's rate limit;
+        ``discovery.*``: dials discovery refused; ``control.rate_limited``: control requests
+        (adverts, pings) refused as over their peer's rate; ``errors``, ``dropped_streams``.
+        """
+        found: dict[str, int] = {
+            "errors": self.error_count,
+            "dropped_streams": self.dropped_streams,
+            "control.rate_limited": self._rate_limited_before
+            + sum(session.stats.rate_limited for session in self._sessions.values()),
+        }
+        host = self._host
+        if host is not None:
+            admission = admission_of(host)
+            if admission is not None:
+                for name, value in admission.stats.as_dict().items():
+                    found[f"connections.{name}"] = value
+                found["connections.pending"] = admission.pending_count()
+                found["connections.foreign"] = admission.foreign_count()
+            found["handlers.failed"] = handler_failures(host).count
+            store = host.get_peerstore()
+            found["peerstore.peers"] = len(store.peer_ids())
+            found["peerstore.evicted"] = int(getattr(store, "evicted", 0))
+        if self.discovery is not None:
+            found.update(self.discovery.counters())
+        return found
 
     def session(self, peer: str) -> PeerSession | None:
         """The running session with ``peer``, if any."""
@@ -580,6 +623,7 @@ class Node(StackOwner):
         """A session ended: forget it, tell the application, maybe reconnect."""
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
+        self._rate_limited_before += session.stats.rate_limited
         if self._moves.finish(session) and not self._closing and self._nursery is not None:
             self._events.emit(NodeEvent("peer_moved", session.peer, "to a direct connection"))
             self._nursery.start_soon(self._start_session_quietly, session.peer_id)
@@ -590,6 +634,9 @@ class Node(StackOwner):
             # connection for the protocols we share, and do not ask again while it lasts.
             self.foreign_peers.add(session.peer)
             self._events.emit(NodeEvent("peer_disconnected", session.peer, "not a DNDM node"))
+            admission = admission_of(self.host)
+            if admission is not None and self._nursery is not None and not self._closing:
+                self._nursery.start_soon(admission.mark_foreign, session.peer_id)
             return
         self._events.emit(NodeEvent("peer_disconnected", session.peer, detail, session.error))
         if self._closing:

@@ -17,6 +17,7 @@ from dndm_p2p.errors import (
     MalformedFrame,
     PermissionDenied,
     ProtocolError,
+    RateLimited,
     ResourceLimitExceeded,
     SlowSubscriber,
     TypeMismatch,
@@ -40,6 +41,7 @@ _CODES: tuple[tuple[type[DndmError], Code], ...] = (
     (SlowSubscriber, _R.SLOW_SUBSCRIBER),
     (LinkReset, _R.RESUME_REFUSED),
     (ResourceLimitExceeded, _R.RESOURCE_LIMIT_EXCEEDED),
+    (RateLimited, _R.RATE_LIMITED),
     # Any other protocol violation: the frame was well formed but broke the protocol's rules.
     (ProtocolError, _R.MALFORMED),
 )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import secrets
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -45,6 +46,7 @@ from dndm_p2p.errors import (
     ConnectionLost,
     DndmError,
     ProtocolError,
+    RateLimited,
     ResourceLimitExceeded,
     VersionMismatch,
 )
@@ -61,6 +63,7 @@ from protocols.ids import (
     MAX_CONTROL_FRAME_SIZE,
     PROTOCOL_VERSION,
 )
+from protocols.ratelimit import KeyedRateLimit
 from protocols.v1 import (
     advert_pb2,
     common_pb2,
@@ -172,6 +175,11 @@ class PeerSession:
         self._nursery: trio.Nursery | None = None
         self._writer: FrameWriter | None = None
         self._ctl_stream: INetStream | None = None
+        config = node.config
+        self._control_limit = KeyedRateLimit(
+            config.control_rate, config.control_burst, trio.current_time, max_keys=1
+        )
+        self._last_refusal_reported = -math.inf
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -530,6 +538,9 @@ class PeerSession:
 
     def _on_frame(self, frame: control_pb2.ControlFrame) -> None:
         kind = frame.WhichOneof("body")
+        if kind in ("adverts", "ping") and not self._control_limit.allow(None):
+            self._refuse_over_rate(kind, frame.header.sequence)
+            return
         if kind == "adverts":
             self._apply_adverts(frame.adverts.adverts, frame.header.sequence)
             self.reconcile()
@@ -576,6 +587,24 @@ class PeerSession:
             self.node.report_error(reported, peer=self.peer)
         elif kind == "hello":
             raise ProtocolError(f"{self.peer} sent a second hello")
+
+    def _refuse_over_rate(self, kind: str, nonce: int) -> None:
+        """Drop a control request over the peer's rate (counted); at most once a second, tell
+        the peer (a ``RATE_LIMITED`` Result answering it) and the application."""
+        self.stats.rate_limited += 1
+        now = trio.current_time()
+        if now - self._last_refusal_reported < 1.0:
+            return
+        self._last_refusal_reported = now
+        config = self.node.config
+        error = RateLimited(
+            f"{self.peer} sent control requests ({kind}) faster than {config.control_rate:g}/s "
+            f"(burst {config.control_burst}); {self.stats.rate_limited} refused so far",
+            limit=config.control_rate,
+            peer=self.peer,
+        )
+        self._queue_frame(control_result(error, nonce))
+        self.node.report_error(error, peer=self.peer)
 
     def _apply_adverts(self, adverts: Any, nonce: int) -> None:
         for wire in adverts:

@@ -87,5 +87,7 @@ class PeerStats:
     #: Advert TTLs longer than ``NodeConfig.max_advert_ttl``, cut to it.
     advert_ttls_capped: int = 0
     protocol_errors: int = 0
+    #: Control requests (adverts, pings) refused as over the peer's rate limit.
+    rate_limited: int = 0
     links_opened: int = 0
     errors: list[str] = field(default_factory=list)

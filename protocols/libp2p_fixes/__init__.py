@@ -56,6 +56,19 @@ import py-libp2p and :mod:`protocols` only.
   :mod:`dndm_p2p.host.build` uses ``max_connections_per_peer=1``;
   ``test_bug_with_default_connection_config_every_connect_takes_250_ms``.)
 
+``peerstore`` — the peer store and protocol handlers (``test_peerstore``; 5,000 peers churning
+through a node in ``tests/attacks/test_peer_churn.py``)
+
+* ``PeerStore`` holds 1,000 peers and evicts address-less entries first, the host's own key
+  entry among them; the next identify request then raises ``PeerStoreError`` and the host dies
+  → :class:`~.peerstore.BoundedPeerStore` (a bound from the config, never the own key nor a
+  connected peer, least recently seen first);
+  ``test_bug_the_stock_peer_store_evicts_the_hosts_own_key_after_max_peers``.
+* Every inbound stream's handler runs in its connection's nursery: an exception from any
+  handler (identify, ping, kad, ...) ends the swarm and the host
+  → :func:`~.peerstore.guard_stream_handlers`;
+  ``test_bug_an_exception_in_a_protocol_handler_ends_the_host``.
+
 ``kad`` — kad-dht, all applied by :func:`~.kad.apply_kad_fixes` to one ``KadDHT`` (``test_kad``)
 
 * ``PeerRouting.find_closest_peers_network`` ends a lookup after one unchanged round with up to
@@ -142,6 +155,7 @@ __all__ = ["TOUCHED"]
 TOUCHED: tuple[str, ...] = (
     "libp2p.host.basic_host:BasicHost",
     "libp2p.network.swarm:Swarm",
+    "libp2p.peer.peerstore:PeerStore",
     "libp2p.transport.tcp.tcp:TCP",
     "libp2p.crypto.ed25519:Ed25519PrivateKey",
     "libp2p.crypto.serialization",

@@ -11,8 +11,8 @@ import contextlib
 import logging
 import socket
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import trio
 from libp2p.abc import IHost, IListener, IMuxedConn
@@ -30,6 +30,8 @@ __all__ = [
     "clear_dial_backoff",
     "close_host",
     "close_orphan_listeners",
+    "InboundAdmit",
+    "InboundTicket",
     "forget_peer_addrs",
     "keep_new_connections_on_close_peer",
     "release_inbound_slots",
@@ -185,38 +187,102 @@ async def close_orphan_listeners(host: IHost) -> None:
                 logger.debug("closing an orphaned listener failed", exc_info=True)
 
 
-def release_inbound_slots(host: IHost) -> None:
+class InboundTicket(Protocol):
+    """One admitted inbound connection, as :func:`release_inbound_slots` reports it."""
+
+    def established(self, peer_id: ID) -> None:
+        """The connection's upgrade succeeded: it is ``peer_id``'s."""
+
+    def release(self) -> None:
+        """The connection ended (or its upgrade failed); called exactly once."""
+
+
+#: Decide on one inbound connection, given its remote address (None when unknown), before
+#: its upgrade: a ticket admits it, None refuses it (the socket is closed at once).
+InboundAdmit = Callable[[Multiaddr | None], Awaitable[InboundTicket | None]]
+
+
+def release_inbound_slots(
+    host: IHost, admit: InboundAdmit | None = None, *, handshake_slots: int = 0
+) -> None:
     """Let each inbound connection give back its inbound slot (and task) when it closes.
 
     The replacement, installed on this host's swarm only, does the same work but waits for
     *that* connection to close.  Pre-multiplexed connections (QUIC) keep the original path.
+    With ``admit``, every inbound TCP connection is first put to it: refused connections are
+    closed before any handshake; an admitted one's ticket hears when it is established and
+    is released exactly once, when it ends.  ``handshake_slots`` more inbound connections
+    than py-libp2p's cap (``max_connections``) may then be in their handshakes at once, so
+    that ``admit`` sees them and can make room (the established connections stay capped).
     """
     swarm: Any = host.get_network()
     original = swarm._do_handle_inbound_connection
+    limiter = getattr(swarm, "_inbound_limiter", None)
+    if handshake_slots > 0 and isinstance(limiter, trio.CapacityLimiter):
+        limiter.total_tokens = limiter.total_tokens + handshake_slots
 
     async def handle(read_write_closer: Any, maddr: Multiaddr, failure_event: Any) -> None:
         if isinstance(read_write_closer, IMuxedConn):
             await original(read_write_closer, maddr, failure_event)
             return
         remote = swarm._build_remote_multiaddr(read_write_closer)
-        if remote is not None and not await swarm.connection_gate.is_allowed(remote):
+        ticket = await admit(remote) if admit is not None else None
+        if (admit is not None and ticket is None) or (
+            remote is not None and not await swarm.connection_gate.is_allowed(remote)
+        ):
+            if ticket is not None:
+                ticket.release()
             with contextlib.suppress(Exception):
                 await read_write_closer.close()
             return
-        raw_conn = RawConnection(read_write_closer, False)
         try:
-            muxed = await swarm.upgrade_inbound_raw_conn(raw_conn, maddr)
-        except Exception as exc:
-            logger.debug("inbound upgrade from %s failed: %s", remote, exc)
-            with contextlib.suppress(Exception):
-                await raw_conn.close()
-            return
-        for conn in swarm.get_connections(muxed.peer_id):
-            if conn.muxed_conn is muxed:
-                await conn.event_closed.wait()
-                return
+            await _upgrade_and_wait(swarm, read_write_closer, maddr, remote, ticket)
+        finally:
+            if ticket is not None:
+                ticket.release()
 
     swarm._do_handle_inbound_connection = handle
+
+
+async def _upgrade_and_wait(
+    swarm: Any,
+    read_write_closer: Any,
+    maddr: Multiaddr,
+    remote: Multiaddr | None,
+    ticket: InboundTicket | None,
+) -> None:
+    raw_conn = RawConnection(read_write_closer, False)
+    try:
+        muxed = await swarm.upgrade_inbound_raw_conn(raw_conn, maddr)
+    except Exception as exc:
+        logger.debug("inbound upgrade from %s failed: %s", remote, exc)
+        with contextlib.suppress(Exception):
+            await raw_conn.close()
+        return
+    if ticket is not None:
+        ticket.established(muxed.peer_id)
+    for conn in swarm.get_connections(muxed.peer_id):
+        if conn.muxed_conn is muxed:
+            await _wait_closed_or_orphaned(swarm, conn)
+            return
+
+
+#: Seconds between checks that a waited-on inbound connection is still the swarm's.
+_ORPHAN_CHECK = 1.0
+
+
+async def _wait_closed_or_orphaned(swarm: Any, conn: Any) -> None:
+    """Wait until ``conn`` closes; a connection the swarm no longer lists (it can drop one
+    from its table without closing it while the peer reconnects) is closed here."""
+    peer_id = conn.muxed_conn.peer_id
+    while not conn.event_closed.is_set():
+        with trio.move_on_after(_ORPHAN_CHECK):
+            await conn.event_closed.wait()
+        if not conn.event_closed.is_set() and conn not in swarm.get_connections(peer_id):
+            logger.debug("closing an inbound connection of %s the swarm forgot", peer_id)
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return
 
 
 def keep_new_connections_on_close_peer(host: IHost) -> None:

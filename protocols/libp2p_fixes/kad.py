@@ -19,7 +19,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from types import MappingProxyType, MethodType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import trio
 from libp2p.abc import INetStream
@@ -48,6 +48,8 @@ __all__ = [
     "LOOKUP_TIMEOUT",
     "STOCK_METHODS",
     "LookupQuery",
+    "RequestLimit",
+    "RequestRefused",
     "apply_kad_fixes",
     "find_node",
     "iterative_lookup",
@@ -365,10 +367,58 @@ async def _provide(self: ProviderStore, key: bytes) -> bool:
     return ok
 
 
+#: The instance attribute of a ``KadDHT`` holding its per-peer request limit, if any.
+_REQUEST_LIMIT_ATTR: Final = "_dndm_request_limit"
+
+
+class RequestRefused(Exception):
+    """A requester's DHT request was over its rate limit (the stream is then reset)."""
+
+
+class _RateLimitedStream:
+    """A DHT stream whose every request costs its requester one token of ``limit``.
+
+    Reads hand out one whole varint-prefixed request at a time; when the requester has no token
+    left for the next one, the read raises :class:`RequestRefused` (py-libp2p's handler then
+    resets the stream).  Everything else is the wrapped stream's.
+    """
+
+    def __init__(self, stream: INetStream, limit: RequestLimit) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._peer = stream.muxed_conn.peer_id
+        self._pending = b""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        if not self._pending:
+            body = await read_varint_prefixed_bytes_limited(self._stream, MAX_DHT_MESSAGE_SIZE)
+            if not self._limit.allow(self._peer):
+                raise RequestRefused(f"DHT request from {self._peer} over its rate limit")
+            self._pending = encode_varint_prefixed(body)
+        size = len(self._pending) if n is None or n < 0 else n
+        chunk, self._pending = self._pending[:size], self._pending[size:]
+        return chunk
+
+
+class RequestLimit(Protocol):
+    """What :func:`apply_kad_fixes` needs of a per-peer request limit."""
+
+    def allow(self, peer: ID) -> bool:
+        """Whether ``peer`` may make one more request now (a refusal is counted)."""
+
+
 async def _do_handle_stream(self: KadDHT, stream: INetStream) -> None:
     """Serve one inbound DHT stream as py-libp2p does, then add the requester to the routing
-    table if it is not there (its request's signed record has given its addresses)."""
-    await STOCK_METHODS["KadDHT._do_handle_stream"](self, stream)
+    table if it is not there (its request's signed record has given its addresses).
+
+    With a request limit (:func:`apply_kad_fixes`), each request costs its requester a token;
+    a request over the limit is not answered and its stream is reset."""
+    limit = vars(self).get(_REQUEST_LIMIT_ATTR)
+    served: Any = _RateLimitedStream(stream, limit) if limit is not None else stream
+    await STOCK_METHODS["KadDHT._do_handle_stream"](self, served)
     requester = stream.muxed_conn.peer_id
     if not self.routing_table.peer_in_table(requester):
         await self.add_peer(requester, skip_server_mode_check=True)
@@ -389,11 +439,15 @@ def _fixed_objects(kad: KadDHT) -> dict[str, object]:
     return {"PeerRouting": kad.peer_routing, "ProviderStore": kad.provider_store, "KadDHT": kad}
 
 
-def apply_kad_fixes(kad: KadDHT) -> KadDHT:
+def apply_kad_fixes(kad: KadDHT, *, request_limit: RequestLimit | None = None) -> KadDHT:
     """Bind the fixed methods on ``kad``, ``kad.peer_routing`` and ``kad.provider_store``.
 
     Call it before ``kad`` runs.  Idempotent; affects these three objects only.  Returns ``kad``.
+    With ``request_limit`` (anything with ``allow(peer) -> bool``), every request ``kad``
+    serves costs its requester one token; requests beyond it are refused (stream reset).
     """
+    if request_limit is not None:
+        setattr(kad, _REQUEST_LIMIT_ATTR, request_limit)
     objects = _fixed_objects(kad)
     for cls, name in _OVERRIDDEN:
         target = objects[cls.__name__]

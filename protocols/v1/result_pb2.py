@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protocols/v1/result.proto\x12\x07\x64ndm.v1\"\x87\x03\n\x06Result\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\"\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x14.dndm.v1.Result.Code\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\ttransient\x18\x04 \x01(\x08\x12\x0f\n\x07link_id\x18\x05 \x01(\x04\"\x90\x02\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\t\n\x05\x45RROR\x10\x01\x12\x11\n\rUNKNOWN_ROUTE\x10\x02\x12\x11\n\rTYPE_MISMATCH\x10\x03\x12\x13\n\x0f\x46RAME_TOO_LARGE\x10\x04\x12\r\n\tMALFORMED\x10\x05\x12\x15\n\x11PERMISSION_DENIED\x10\x06\x12\x14\n\x10VERSION_MISMATCH\x10\x07\x12\n\n\x06\x43LOSED\x10\x08\x12\x0f\n\x0bNO_INTEREST\x10\t\x12\x0c\n\x08INTERNAL\x10\n\x12\r\n\tTRANSIENT\x10\x0b\x12\x13\n\x0fSLOW_SUBSCRIBER\x10\x0c\x12\x12\n\x0eRESUME_REFUSED\x10\r\x12\x1b\n\x17RESOURCE_LIMIT_EXCEEDED\x10\x0e\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protocols/v1/result.proto\x12\x07\x64ndm.v1\"\x99\x03\n\x06Result\x12\r\n\x05nonce\x18\x01 \x01(\x04\x12\"\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x14.dndm.v1.Result.Code\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\ttransient\x18\x04 \x01(\x08\x12\x0f\n\x07link_id\x18\x05 \x01(\x04\"\xa2\x02\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\t\n\x05\x45RROR\x10\x01\x12\x11\n\rUNKNOWN_ROUTE\x10\x02\x12\x11\n\rTYPE_MISMATCH\x10\x03\x12\x13\n\x0f\x46RAME_TOO_LARGE\x10\x04\x12\r\n\tMALFORMED\x10\x05\x12\x15\n\x11PERMISSION_DENIED\x10\x06\x12\x14\n\x10VERSION_MISMATCH\x10\x07\x12\n\n\x06\x43LOSED\x10\x08\x12\x0f\n\x0bNO_INTEREST\x10\t\x12\x0c\n\x08INTERNAL\x10\n\x12\r\n\tTRANSIENT\x10\x0b\x12\x13\n\x0fSLOW_SUBSCRIBER\x10\x0c\x12\x12\n\x0eRESUME_REFUSED\x10\r\x12\x1b\n\x17RESOURCE_LIMIT_EXCEEDED\x10\x0e\x12\x10\n\x0cRATE_LIMITED\x10\x0f\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.v1.result_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RESULT']._serialized_start=39
-  _globals['_RESULT']._serialized_end=430
+  _globals['_RESULT']._serialized_end=448
   _globals['_RESULT_CODE']._serialized_start=158
-  _globals['_RESULT_CODE']._serialized_end=430
+  _globals['_RESULT_CODE']._serialized_end=448
 # @@protoc_insertion_point(module_scope)

@@ -77,6 +77,10 @@ class Result(_message.Message):
         streams, links; per peer or for the whole node) past its limit; nothing
         was allocated for it. Transient: it may succeed once usage goes down.
         """
+        RATE_LIMITED: Result._Code.ValueType  # 15
+        """The sender made requests faster than the receiver's per-peer rate limit;
+        the request was refused. Retry later (transient = true).
+        """
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper):
         """Result codes. New codes may be added; unknown codes are treated as ERROR."""
@@ -124,6 +128,10 @@ class Result(_message.Message):
     """The request would take one of the receiver's resource budgets (memory,
     streams, links; per peer or for the whole node) past its limit; nothing
     was allocated for it. Transient: it may succeed once usage goes down.
+    """
+    RATE_LIMITED: Result.Code.ValueType  # 15
+    """The sender made requests faster than the receiver's per-peer rate limit;
+    the request was refused. Retry later (transient = true).
     """
 
     NONCE_FIELD_NUMBER: _builtins.int

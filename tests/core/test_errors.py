@@ -22,6 +22,7 @@ from dndm_p2p import (
     PermanentError,
     PermissionDenied,
     ProtocolError,
+    RateLimited,
     RemoteError,
     ResourceLimitExceeded,
     RouteError,
@@ -66,6 +67,7 @@ TRANSIENT = {
     errors.SlowSubscriber,
     errors.LinkReset,
     ResourceLimitExceeded,
+    RateLimited,
 }
 PERMANENT = {
     PermanentError,

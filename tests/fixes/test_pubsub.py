@@ -34,8 +34,11 @@ TOPIC = topic_for("robot")
 @asynccontextmanager
 async def plain_peer(*, fixed: bool = False) -> AsyncIterator[tuple[IHost, Pubsub]]:
     """A py-libp2p host with stock Pubsub (or, with ``fixed``, :class:`FixedPubsub`) and
-    GossipSub, StrictSign, subscribed to TOPIC."""
+    GossipSub, StrictSign, subscribed to TOPIC.  The stock peer's handlers run unguarded, as
+    py-libp2p runs them (see ``guard_stream_handlers``)."""
     async with running_host(generate_identity()) as host:
+        if not fixed:
+            host.get_network().set_stream_handler(host._swarm_stream_handler)  # type: ignore[attr-defined]
         router = GossipSub(
             protocols=list(GOSSIP_PROTOCOLS), degree=6, degree_low=4, degree_high=12,
             heartbeat_interval=1,
