@@ -125,7 +125,8 @@ def test_cancelling_an_asyncio_task_cancels_the_trio_work() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert ended.is_set() and cancelled == [True]
+            assert ended.is_set()
+            assert cancelled == [True]
             async with router.subscribe("z", Foo) as sub:
                 receiving = asyncio.ensure_future(sub.receive())
                 await asyncio.sleep(0.01)
@@ -160,7 +161,8 @@ def test_cancelling_the_trio_side_cancels_the_asyncio_task() -> None:
                 return "moved on"
 
             assert await runtime.run(trio_side) == "moved on"
-            assert started.is_set() and outcome == ["cancelled"]
+            assert started.is_set()
+            assert outcome == ["cancelled"]
 
     run(body)
 
@@ -188,7 +190,8 @@ def test_callbacks_plain_and_coroutine_and_failing() -> None:
                 for seq in (1, 2, 3):
                     await out.send(Sample(seq=seq))
                 await asyncio.wait_for(done.wait(), 5)
-            assert plain == [1, 2, 3] and awaited == [1, 2, 3]
+            assert plain == [1, 2, 3]
+            assert awaited == [1, 2, 3]
             assert isinstance(c.error, CallbackError)
             with pytest.raises(CallbackError):
                 async with c:
@@ -242,7 +245,8 @@ def test_an_asyncio_server_and_a_subscription_share_one_loop() -> None:
             if len([r for r in readings if r == r]) >= 2 and readings[-1] > readings[0]:
                 break
             await asyncio.sleep(0.02)
-        assert readings[-1] >= 20.0 and readings[-1] > readings[0], readings
+        assert readings[-1] >= 20.0, readings
+        assert readings[-1] > readings[0], readings
         server.cancel()
         with pytest.raises(asyncio.CancelledError):
             await server
@@ -284,7 +288,8 @@ def test_ctrl_c_exits_cleanly_with_130() -> None:
         child.wait()
     assert child.returncode == 130, err
     assert "stopped" in out
-    assert "Traceback" not in err and "abandoned" not in err, err
+    assert "Traceback" not in err, err
+    assert "abandoned" not in err, err
 
 
 def _peer(*args: str) -> subprocess.Popen[str]:
@@ -311,7 +316,7 @@ def test_a_node_across_two_processes(subscriber: str, publisher: str) -> None:
         out, err = sub.communicate(timeout=90)
         assert sub.returncode == 0, err
         assert json.loads(out.splitlines()[-1]) == {"received": 100, "last": 100}
-        pub_out, pub_err = pub.communicate(timeout=30)
+        _pub_out, pub_err = pub.communicate(timeout=30)
         assert pub.returncode == 0, pub_err
     finally:
         for child in (sub, pub):

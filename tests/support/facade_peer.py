@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 from dndm_p2p import NodeConfig, aio, sync
 from tests.proto.messages_pb2 import Sample
@@ -30,10 +31,8 @@ async def aio_main(role: str, addr: str, count: int) -> None:
         if role == "sub":
             async with node.subscribe("facade.test", Sample, reliable=True) as samples:
                 emit({"addr": node.addrs[0]})
-                last = 0
-                for received in range(1, count + 1):
-                    last = (await asyncio.wait_for(samples.receive(), WAIT)).seq
-                emit({"received": received, "last": last})
+                seqs = [(await asyncio.wait_for(samples.receive(), WAIT)).seq for _ in range(count)]
+                emit({"received": len(seqs), "last": seqs[-1]})
         else:
             await asyncio.wait_for(node.connect(addr), WAIT)
             async with node.publish("facade.test", Sample) as out:
@@ -50,10 +49,8 @@ def sync_main(role: str, addr: str, count: int) -> None:
         if role == "sub":
             with node.subscribe("facade.test", Sample, reliable=True) as samples:
                 emit({"addr": node.addrs[0]})
-                last = 0
-                for received in range(1, count + 1):
-                    last = samples.receive(timeout=WAIT).seq
-                emit({"received": received, "last": last})
+                seqs = [samples.receive(timeout=WAIT).seq for _ in range(count)]
+                emit({"received": len(seqs), "last": seqs[-1]})
         else:
             node.connect(addr, timeout=WAIT)
             with node.publish("facade.test", Sample) as out:
@@ -61,8 +58,6 @@ def sync_main(role: str, addr: str, count: int) -> None:
                 for seq in range(1, count + 1):
                     out.send(Sample(seq=seq), timeout=WAIT)
                 emit({"sent": count})
-                import time
-
                 time.sleep(1.0)
 
 
