@@ -102,8 +102,14 @@ class Intent(_AioHandle, Generic[T]):
         self.trio.send_nowait(msg)
 
     async def send_many(self, msgs: Sequence[T]) -> None:
-        """Send a batch, in order, as one batch per subscriber."""
-        await self._runtime.run(self.trio.send_many, msgs)
+        """Send a batch, in order, as one batch per subscriber (waits only while a ``block``
+        subscriber has no room for it)."""
+        try:
+            self.trio.send_many_nowait(msgs)
+        except WouldBlock:
+            await self._runtime.run(self.trio.send_many, msgs)
+            return
+        await asyncio.sleep(0)
 
     def close(self) -> None:
         """Unlink at once (idempotent)."""
