@@ -538,3 +538,5 @@ def _b58(message: rpc_pb2.Message) -> str:
         return ID(message.from_id).to_base58()
     except (ValueError, TypeError):
         return message.from_id.hex()
+
+

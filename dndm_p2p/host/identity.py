@@ -197,7 +197,6 @@ def _move_into_place(temp: Path, file: Path, *, overwrite: bool) -> None:
             ) from None
         os.replace(temp, file)
 
-
 def _key_type_name(value: int) -> str:
     """The name of a libp2p key type number (``RSA``, ``Secp256k1``...)."""
     try:

@@ -92,6 +92,7 @@ def test_forged_and_oversize_node_records_are_refused() -> None:
 # -- a mesh that knows only its bootstrap node ----------------------------------------------------
 
 
+
 @pytest.mark.slow
 async def test_twenty_nodes_link_through_the_dht_alone() -> None:
     async with bootstrapped(19, dht=True, gossip=False) as (boot, nodes):

@@ -28,10 +28,9 @@ def _closed_port() -> int:
 async def test_stock_autonat_calls_an_address_where_nothing_listens_reachable() -> None:
     nowhere = Multiaddr(f"/ip4/127.0.0.1/tcp/{_closed_port()}").to_bytes()
     with trio.fail_after(20):
-        async with (
-            running_host(generate_identity()) as server,
-            running_host(generate_identity()) as client,
-        ):
+        async with running_host(generate_identity()) as server, running_host(
+            generate_identity()
+        ) as client:
             await connect(client, listen_addrs(server)[0])
             asker = AutoNATService(client, serve=False)
             stock = AutoNATService(server, serve=True)

@@ -218,8 +218,7 @@ async def test_node_closes_cleanly_with_open_handles(count: int) -> None:
 async def test_reliable_link_resumes_across_a_connection_drop() -> None:
     """10,000 reliable messages across a forced drop arrive exactly once and in order."""
     async with (
-        mesh(2, reconnect_initial=0.05) as (a, b),
-        a.publish("reliable", Foo) as out,
+        mesh(2, reconnect_initial=0.05) as (a, b), a.publish("reliable", Foo) as out,
         b.subscribe("reliable", Foo, reliable=True, depth=256) as sub,
     ):
         with trio.fail_after(10):
