@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -136,3 +139,40 @@ def test_open_and_close_without_with_and_twice() -> None:
     assert handle.closed
     with pytest.raises(Closed):
         router.publish("t.open", Foo)
+
+
+CTRL_C_CHILD = """
+import sys
+from dndm_p2p import sync
+from tests.proto.messages_pb2 import Foo
+try:
+    with sync.Router() as router, router.subscribe("t.c", Foo) as sub:
+        print("ready", flush=True)
+        sub.receive()
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_in_a_blocking_receive_exits_cleanly_with_130() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_CHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 130, err
+    assert "stopped" in out
+    assert "Traceback" not in err, err
