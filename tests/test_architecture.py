@@ -34,6 +34,8 @@ LAYERS: dict[str, int] = {
     "dndm_p2p.config": 6,
     "dndm_p2p.node": 7,
     "dndm_p2p.demo": 8,
+    "dndm_p2p.aio": 8,
+    "dndm_p2p.sync": 8,
     "dndm_p2p": 9,
     "dndm_p2p.proto": 2,
     "dndm_p2p.cli": 10,

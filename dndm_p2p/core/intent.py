@@ -179,6 +179,27 @@ class Intent(Handle, Generic[T]):
         else:
             self._unroutable(1)
 
+    def send_many_nowait(self, msgs: Sequence[T]) -> None:
+        """Send a batch without waiting, as one batch per subscriber.
+
+        Every message is type-checked first; raises :class:`WouldBlock` (and delivers to nobody)
+        when a ``block`` subscriber has no room for the whole batch.
+        """
+        state = self._check_many(msgs)
+        total = len(msgs)
+        if state.blocking_sinks and state.min_room() < total:
+            raise WouldBlock(
+                f"a subscriber of {self.route} with overflow='block' has no room for {total}",
+                route=str(self.route),
+            )
+        sinks = state.sinks
+        if not sinks:
+            self._unroutable(total)
+            return
+        for sink in sinks:
+            sink.offer_many(msgs)
+        self._sent += total
+
     async def send_many(self, msgs: Sequence[T]) -> None:
         """Send messages in order, as one batch per subscriber (the fast path).
 
