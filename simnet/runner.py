@@ -122,6 +122,7 @@ class _Runner:
         """Nodes, classes, keys and roles, from the scenario and its seed."""
         sc = self.scenario
         keys_dir = self.out_dir / "keys"
+        keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the run directory is ours
         placement = seeded_random(sc.seed, "placement")
         labels: list[str] = []
         for spec, count in zip(sc.classes, sc.class_counts(), strict=True):
