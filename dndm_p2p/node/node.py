@@ -22,7 +22,7 @@ session, stream and the host, and nothing is left running.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,7 +33,6 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStoreError
 
 from dndm_p2p.config import NodeConfig
-from dndm_p2p.core.adverts import RemoteAdvert
 from dndm_p2p.core.intent import Intent
 from dndm_p2p.core.interest import Interest
 from dndm_p2p.core.qos import Overflow, QoS, SlowSubscriberMode
@@ -43,17 +42,12 @@ from dndm_p2p.core.rpc import Caller, Handler, RpcConfig, Service
 from dndm_p2p.discovery.component import Discovery
 from dndm_p2p.errors import (
     Closed,
-    ConnectionLost,
     DndmError,
     ProtocolError,
-    ResourceLimitExceeded,
     Unavailable,
 )
 from dndm_p2p.host.build import (
     HostConfig,
-    admission_of,
-    connect,
-    handler_failures,
     listen_addrs,
     running_host,
     set_circuit_dialer,
@@ -62,26 +56,27 @@ from dndm_p2p.host.identity import generate_identity, load_or_create_identity
 from dndm_p2p.node.addressbook import AddressBook
 from dndm_p2p.node.admin import AdminServer
 from dndm_p2p.node.advertiser import Advertiser
-from dndm_p2p.node.best_effort import write_quietly
 from dndm_p2p.node.components import AddressBookSaver, Component, Components
 from dndm_p2p.node.events import EventHub
 from dndm_p2p.node.link_registry import LinkRegistry
 from dndm_p2p.node.moves import SessionMoves
+from dndm_p2p.node.protection import protection_counters
 from dndm_p2p.node.reconnect import Reconnector, peer_of
 from dndm_p2p.node.resources import ResourceManager, ResourceSnapshot
-from dndm_p2p.node.results import data_result
+from dndm_p2p.node.services import NodeServices
 from dndm_p2p.node.session import PeerSession
+from dndm_p2p.node.session_table import SessionTable
 from dndm_p2p.node.slow_subscribers import SlowSubscriberStats
 from dndm_p2p.node.snapshots import known_routes, link_stats, peer_infos
 from dndm_p2p.node.types import KnownRoute, LinkStats, NodeEvent, PeerInfo
+from dndm_p2p.node.violations import LimitEnforcer
 from dndm_p2p.node.watcher import ConnectionWatcher
 from dndm_p2p.nurseries import StackOwner, open_owned_nursery
-from protocols.framing import FrameWriter
 from protocols.ids import CONTROL_PROTOCOL_ID, DATA_PROTOCOL_ID
 from protocols.libp2p_fixes.yamux import receive_windows
 
 if TYPE_CHECKING:
-    from libp2p.abc import IHost, INetConn, INetStream
+    from libp2p.abc import IHost
     from libp2p.crypto.keys import KeyPair, PrivateKey
     from multiaddr import Multiaddr
 
@@ -121,20 +116,23 @@ class Node(StackOwner):
         self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
-        self._sessions: dict[str, PeerSession] = {}
-        self._starting: dict[str, trio.Event] = {}
         self._events = EventHub()
         self.errors: deque[DndmError] = deque(maxlen=_MAX_KEPT_ERRORS)
         self.error_count = 0
-        self.dropped_streams = 0
-        #: Control requests refused as over their peer's rate, by sessions that have ended.
-        self._rate_limited_before = 0
         self._closing = False
         self._key_pair: KeyPair | None = None
+        #: Drops peers over their resource limits or past a yamux receive window.
+        self._enforcer = LimitEnforcer(
+            resources=lambda: self.resource_manager,
+            session_of=lambda peer: self._sessions.get(peer),
+            emit=self._events.emit,
+            report_error=self.report_error,
+            disconnect=lambda peer_id: self.host.disconnect(peer_id),
+            nursery=lambda: self._nursery,
+        )
         #: What each peer, and all peers together, may make this node hold.
-        self._window_violators: set[str] = set()
         self.resource_manager = ResourceManager(
-            self.config.limits, drop_peer=self._drop_over_limits
+            self.config.limits, drop_peer=self._enforcer.drop_over_limits
         )
         self._links = LinkRegistry(
             self.router,
@@ -145,13 +143,28 @@ class Node(StackOwner):
         )
         self._reconnector = Reconnector(
             self.config,
-            dial=lambda addr, keep: self._join(addr, keep=keep),
+            dial=lambda addr, keep: self._table.join(addr, keep=keep),
             connected=lambda peer: self.session(peer) is not None,
             known_addrs=lambda peer_id: [str(a) for a in self._known_addrs(peer_id)],
             closing=lambda: self._closing,
             report_error=lambda error, peer: self.report_error(error, peer=peer),
         )
         self._moves = SessionMoves(lambda peer_id: self.host.get_network().get_connections(peer_id))
+        self._table: SessionTable[PeerSession] = SessionTable(
+            self.config,
+            new_session=lambda peer_id: PeerSession(self._services, peer_id),
+            host=lambda: self.host,
+            nursery=lambda: self._nursery,
+            closing=lambda: self._closing,
+            moves=self._moves,
+            reconnector=self._reconnector,
+            address_book=lambda: self.address_book,
+            emit=self._events.emit,
+            report_error=self.report_error,
+        )
+        self._sessions = self._table.sessions
+        #: Connected libp2p peers that do not speak DNDM (no session is started with them).
+        self.foreign_peers = self._table.foreign_peers
         self._advertiser = Advertiser(
             self.router,
             self._links,
@@ -160,12 +173,32 @@ class Node(StackOwner):
             closing=lambda: self._closing,
         )
         #: What the node's parts (sessions, discovery, the connection watcher) may ask of it.
-        self._services = _NodeServices(self)
+        self._services = NodeServices(
+            self.config,
+            self.router,
+            links=self._links,
+            resources=self.resource_manager,
+            reconnector=self._reconnector,
+            report_error=self.report_error,
+            advertised_addrs=self.advertised_addrs,
+            dial=self._table.join,
+            advert=self._advertiser.advert,
+            moving=self._moves.is_moving,
+            session_ended=self._table.session_ended,
+            known_addrs=self._known_addrs,
+            connection_opened=self._table.connection_opened,
+            last_connection_closed=self._table.last_connection_closed,
+            running_sessions=self._table.running,
+            connected=lambda peer: self.session(peer) is not None,
+            host=lambda: self.host,
+            private_key=lambda: self.private_key,
+            closing=lambda: self._closing,
+            address_book=lambda: self.address_book,
+            addrs_changed=lambda: self.nat.changed if self.nat is not None else None,
+        )
         self._components = Components()
         #: Finds and dials peers with matching routes (when discovery is configured).
         self.discovery: Discovery | None = None
-        #: Connected libp2p peers that do not speak DNDM (no session is started with them).
-        self.foreign_peers: set[str] = set()
         #: Where the peers met are remembered across restarts (``config.address_book``).
         self.address_book: AddressBook | None = None
         #: Reachability, relays and hole punching (``config.nat``).
@@ -223,12 +256,12 @@ class Node(StackOwner):
             host, nursery = self._host, self._nursery
             self._links.start(nursery)
             self._reconnector.start(nursery)
-            host.set_stream_handler(TProtocol(CONTROL_PROTOCOL_ID), self._on_control_stream)
-            host.set_stream_handler(TProtocol(DATA_PROTOCOL_ID), self._on_data_stream)
+            host.set_stream_handler(TProtocol(CONTROL_PROTOCOL_ID), self._table.on_control_stream)
+            host.set_stream_handler(TProtocol(DATA_PROTOCOL_ID), self._table.on_data_stream)
             host.get_network().register_notifee(ConnectionWatcher(self._services))
             windows = receive_windows(host)
             if windows is not None:
-                windows.listeners.append(self._on_window_violation)
+                windows.listeners.append(self._enforcer.on_window_violation)
             self.router.lowlevel.add_observer(self._advertiser)
             for addr in self.config.peers:
                 self._reconnector.want(peer_of(addr), addr)
@@ -423,43 +456,12 @@ class Node(StackOwner):
         :class:`Unavailable` when it cannot be reached, and as soon as it turns out not to be
         a DNDM node (its libp2p connection is kept then, for the protocols we share).
         """
-        peer = await self._join(addr, keep=keep)
+        peer = await self._table.join(addr, keep=keep)
         if peer in self.foreign_peers:
             raise Unavailable(
                 f"{peer} is not a DNDM node (it does not speak {CONTROL_PROTOCOL_ID})", peer=peer
             )
         return peer
-
-    async def _join(self, addr: str, *, keep: bool) -> str:
-        """Connect to the libp2p peer at ``addr``; return once it sent its hello or turned out
-        to be foreign (then it is in :attr:`foreign_peers`).  See :meth:`connect`.
-
-        :raises Unavailable: the peer cannot be reached, or its session failed or sent no
-            hello within ``config.handshake_timeout``.
-        """
-        peer_id = await connect(self.host, addr, timeout=self.config.handshake_timeout)
-        peer = str(peer_id)
-        if self.address_book is not None:
-            self.address_book.record(peer, [addr])
-        if keep:
-            self._reconnector.want(peer, addr)
-        if peer in self.foreign_peers:
-            return peer
-        session = await self._session(peer_id)
-        with trio.move_on_after(self.config.handshake_timeout) as scope:
-            async with trio.open_nursery() as nursery:
-
-                async def first_of(event: trio.Event) -> None:
-                    await event.wait()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(first_of, session.hello_received)
-                nursery.start_soon(first_of, session.ended)
-        if session.hello_received.is_set() or session.not_dndm:
-            return peer
-        if scope.cancelled_caught:
-            raise Unavailable(f"{peer} connected but sent no hello")
-        raise Unavailable(f"the session with {peer} failed: {session.error}", peer=peer)
 
     def peers(self) -> list[PeerInfo]:
         """The peers with a running session."""
@@ -479,78 +481,26 @@ class Node(StackOwner):
         """What the peers make this node hold now, and the refusals and drops so far."""
         return self.resource_manager.snapshot()
 
-    def _drop_over_limits(self, peer: str, error: ResourceLimitExceeded) -> None:
-        """A peer kept exceeding its limits: end its session (its connection follows)."""
-        self._events.emit(NodeEvent("peer_dropped", peer, str(error), error))
-        session = self._sessions.get(peer)
-        if session is not None:
-            session.drop(error)
-
-    def _on_window_violation(self, peer_id: ID, size: int) -> None:
-        """A peer sent past a stream's receive window: it broke the muxer's protocol, and
-        the node drops it at once (the frame was already refused)."""
-        peer = str(peer_id)
-        error = ResourceLimitExceeded(
-            f"{peer} sent a {size}-byte yamux frame past the stream's receive window",
-            resource="memory",
-            use="receive_window",
-            scope="peer",
-            size=size,
-            limit=0,
-            peer=peer,
-        )
-        self.resource_manager.count_refusal(error)
-        if peer not in self._window_violators:
-            self._window_violators.add(peer)
-            self.report_error(error, peer=peer)
-            self._drop_over_limits(peer, error)
-            if self._nursery is not None:
-                self._nursery.start_soon(self._forget_violator, peer_id)
-
-    async def _forget_violator(self, peer_id: ID) -> None:
-        """Close the violator's connection; once closed it may be reported again."""
-        with trio.move_on_after(5):
-            try:
-                await self.host.disconnect(peer_id)
-            except Exception as exc:  # py-libp2p raises assorted errors for a closing connection
-                self.report_error(Unavailable(f"closing the connection to {peer_id}: {exc}"))
-        self._window_violators.discard(str(peer_id))
     def counters(self) -> dict[str, int]:
-        """The node's protection counters, by name: every refusal, trim and limit hit.
+        """The node's protection counters, by name: every refusal, trim and limit hit (see
+        :func:`~dndm_p2p.node.protection.protection_counters` for the names)."""
+        discovery = self.discovery
+        return protection_counters(
+            self._host,
+            errors=self.error_count,
+            dropped_streams=self.dropped_streams,
+            rate_limited=self._table.rate_limited(),
+            discovery=discovery.counters() if discovery is not None else None,
+        )
 
-        ``connections.*``: inbound connections refused by limit or trimmed (see
-        :class:`~dndm_p2p.host.limits.ConnectionLimits`); ``handlers.failed``: protocol
-        handlers that raised (the stream was reset); ``peerstore.*``: its size and the peers
-        it forgot; ``dht.refused_requests``: DHT requests over a peer's rate limit;
-        ``discovery.*``: dials discovery refused; ``control.rate_limited``: control requests
-        (adverts, pings) refused as over their peer's rate; ``errors``, ``dropped_streams``.
-        """
-        found: dict[str, int] = {
-            "errors": self.error_count,
-            "dropped_streams": self.dropped_streams,
-            "control.rate_limited": self._rate_limited_before
-            + sum(session.stats.rate_limited for session in self._sessions.values()),
-        }
-        host = self._host
-        if host is not None:
-            admission = admission_of(host)
-            if admission is not None:
-                for name, value in admission.stats.as_dict().items():
-                    found[f"connections.{name}"] = value
-                found["connections.pending"] = admission.pending_count()
-                found["connections.foreign"] = admission.foreign_count()
-            found["handlers.failed"] = handler_failures(host).count
-            store = host.get_peerstore()
-            found["peerstore.peers"] = len(store.peer_ids())
-            found["peerstore.evicted"] = int(getattr(store, "evicted", 0))
-        if self.discovery is not None:
-            found.update(self.discovery.counters())
-        return found
+    @property
+    def dropped_streams(self) -> int:
+        """Data streams refused: over the peer's limits, or over its link count."""
+        return self._table.dropped_streams
 
     def session(self, peer: str) -> PeerSession | None:
         """The running session with ``peer``, if any."""
-        session = self._sessions.get(peer)
-        return session if session is not None and session.running else None
+        return self._table.session(peer)
 
     @asynccontextmanager
     async def events(
@@ -578,7 +528,7 @@ class Node(StackOwner):
         self._events.emit(NodeEvent(event.kind, event.peer, event.detail))
 
     def _running_sessions(self) -> list[PeerSession]:
-        return [session for session in self._sessions.values() if session.running]
+        return self._table.running()
 
     def _known_addrs(self, peer_id: ID) -> list[Multiaddr]:
         """The peerstore's addresses of ``peer_id`` (none when it has no record of the peer:
@@ -587,196 +537,3 @@ class Node(StackOwner):
             return list(self.host.get_peerstore().addrs(peer_id))
         except PeerStoreError:
             return []
-
-    # -- sessions ---------------------------------------------------------------------------------
-
-    async def _session(self, peer_id: ID) -> PeerSession:
-        peer = str(peer_id)
-        while True:
-            session = self._sessions.get(peer)
-            if session is not None and session.running:
-                return session
-            starting = self._starting.get(peer)
-            if starting is None:
-                break
-            await starting.wait()
-        if self._closing or self._nursery is None:
-            raise Closed("the node is closing")
-        starting = self._starting[peer] = trio.Event()
-        try:
-            session = PeerSession(self._services, peer_id)
-            self._sessions[peer] = session
-            await self._nursery.start(session.run)
-        finally:
-            del self._starting[peer]
-            starting.set()
-        self._events.emit(NodeEvent("peer_connected", peer))
-        return session
-
-    async def _start_session_quietly(self, peer_id: ID) -> None:
-        try:
-            await self._session(peer_id)
-        except Closed:
-            return
-
-    def _session_ended(self, session: PeerSession) -> None:
-        """A session ended: forget it, tell the application, maybe reconnect."""
-        if self._sessions.get(session.peer) is session:
-            del self._sessions[session.peer]
-        self._rate_limited_before += session.stats.rate_limited
-        if self._moves.finish(session) and not self._closing and self._nursery is not None:
-            self._events.emit(NodeEvent("peer_moved", session.peer, "to a direct connection"))
-            self._nursery.start_soon(self._start_session_quietly, session.peer_id)
-            return
-        detail = str(session.error) if session.error is not None else ""
-        if session.not_dndm:
-            # A libp2p peer that does not speak DNDM (a go or js DHT node, say): keep the
-            # connection for the protocols we share, and do not ask again while it lasts.
-            self.foreign_peers.add(session.peer)
-            self._events.emit(NodeEvent("peer_disconnected", session.peer, "not a DNDM node"))
-            admission = admission_of(self.host)
-            if admission is not None and self._nursery is not None and not self._closing:
-                self._nursery.start_soon(admission.mark_foreign, session.peer_id)
-            return
-        self._events.emit(NodeEvent("peer_disconnected", session.peer, detail, session.error))
-        if self._closing:
-            return
-        if self._nursery is not None:
-            self._nursery.start_soon(self._drop_connection, session.peer_id)
-        # A peer dropped for exceeding its limits is not called back unless it is wanted.
-        dropped = isinstance(session.error, ResourceLimitExceeded)
-        if self._reconnector.is_wanted(session.peer) or (session.had_links and not dropped):
-            self._reconnector.schedule(session.peer)
-
-    async def _drop_connection(self, peer_id: ID) -> None:
-        if self.session(str(peer_id)) is not None:
-            return  # a new session already took over the peer's (new) connection
-        try:
-            await self.host.disconnect(peer_id)
-        except Exception as exc:
-            self.report_error(Unavailable(f"closing the connection to {peer_id}: {exc}"))
-
-    def _connection_opened(self, conn: INetConn) -> None:
-        """Start the session with a newly connected peer (in the node's nursery)."""
-        peer_id = conn.muxed_conn.peer_id
-        if self._closing or self._nursery is None or str(peer_id) in self.foreign_peers:
-            return
-        self._moves.note_connection(conn, self.session(str(peer_id)))
-        self._nursery.start_soon(self._start_session_quietly, peer_id)
-
-    def _last_connection_closed(self, peer_id: ID) -> None:
-        """End the session when no connection to the peer is left."""
-        peer = str(peer_id)
-        self._moves.forget(peer)
-        if peer in self.foreign_peers:
-            self.foreign_peers.discard(peer)
-            if self._reconnector.is_wanted(peer):  # a bootstrap node, say: keep it connected
-                self._reconnector.schedule(peer)
-        session = self._sessions.get(peer)
-        if session is not None:
-            session.close(ConnectionLost(f"connection to {peer_id} closed"))
-
-    # -- stream handlers --------------------------------------------------------------------------
-
-    async def _on_control_stream(self, stream: INetStream) -> None:
-        await self._moves.retire_old_session(stream)
-        try:
-            session = await self._session(stream.muxed_conn.peer_id)
-        except Closed:
-            await stream.reset()
-            return
-        session.accept_control(stream)
-
-    async def _on_data_stream(self, stream: INetStream) -> None:
-        peer_id = stream.muxed_conn.peer_id
-        await self._moves.retire_old_session(stream)
-        try:
-            session = await self._session(peer_id)
-        except Closed:
-            await stream.reset()
-            return
-        try:
-            accepted = session.accept_data(stream)
-        except ResourceLimitExceeded as exc:
-            self.dropped_streams += 1
-            self.report_error(exc, peer=str(peer_id))
-            with trio.move_on_after(1):
-                await write_quietly(FrameWriter(stream), data_result(exc))
-            await stream.reset()
-            return
-        if not accepted:
-            self.dropped_streams += 1
-            self.report_error(
-                ProtocolError(f"{peer_id} opened more than {self.config.max_links_per_peer} links"),
-                peer=str(peer_id),
-            )
-            await stream.reset()
-
-
-class _NodeServices:
-    """What the node's parts may ask of it: each session (a
-    :class:`~dndm_p2p.node.session.SessionHost`), discovery (a
-    :class:`~dndm_p2p.discovery.component.DiscoveryContext`) and the connection watcher (a
-    :class:`~dndm_p2p.node.watcher.ConnectionListener`)."""
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self.config = node.config
-        self.name = node.name
-        self.router = node.router
-        self.report_error = node.report_error
-        self.advertised_addrs = node.advertised_addrs
-        self.dial = node._join
-        self.capabilities = node._links.capabilities
-        self.inbound_link = node._links.inbound_link
-        self.outbound_link = node._links.outbound_link
-        self.link_stream_ended = node._links.link_stream_ended
-        self.peer_hello = node._links.peer_hello
-        self.resources = node.resource_manager
-        self.advert = node._advertiser.advert
-        self.moving = node._moves.is_moving
-        self.session_ended = node._session_ended
-        self.known_addrs = node._known_addrs
-        self.connection_opened = node._connection_opened
-        self.last_connection_closed = node._last_connection_closed
-
-    @property
-    def host(self) -> IHost:
-        return self._node.host
-
-    @property
-    def private_key(self) -> PrivateKey:
-        return self._node.private_key
-
-    @property
-    def peer_id(self) -> str:
-        return self._node.peer_id
-
-    @property
-    def closing(self) -> bool:
-        return self._node._closing
-
-    @property
-    def incarnation(self) -> int:
-        return self._node.incarnation
-
-    @property
-    def wanted_peers(self) -> frozenset[str]:
-        return self._node._reconnector.wanted_peers
-
-    @property
-    def address_book(self) -> AddressBook | None:
-        return self._node.address_book
-
-    @property
-    def addrs_changed(self) -> trio.Event | None:
-        nat = self._node.nat
-        return nat.changed if nat is not None else None
-
-    def peer_adverts(self) -> Iterator[RemoteAdvert]:
-        for session in self._node._running_sessions():
-            yield from session.remote_intents.values()
-            yield from session.remote_interests.values()
-
-    def connected(self, peer: str) -> bool:
-        return self._node.session(peer) is not None

@@ -23,9 +23,6 @@ payload exceeds ``limits.ping_payload`` gets a ``RESOURCE_LIMIT_EXCEEDED`` Resul
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import math
 import secrets
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -46,12 +43,13 @@ from dndm_p2p.errors import (
     ConnectionLost,
     DndmError,
     ProtocolError,
-    RateLimited,
     ResourceLimitExceeded,
     VersionMismatch,
 )
 from dndm_p2p.node.advert_expiry import AdvertExpiry
 from dndm_p2p.node.best_effort import close_quietly, end_stream_quietly, reset_quietly
+from dndm_p2p.node.control_admission import ControlAdmission
+from dndm_p2p.node.control_outbox import ControlOutbox
 from dndm_p2p.node.inbound import InboundLink
 from dndm_p2p.node.outbound import OutboundLink, now_us
 from dndm_p2p.node.peer_links import LinkHost, PeerLinks
@@ -63,7 +61,6 @@ from protocols.ids import (
     MAX_CONTROL_FRAME_SIZE,
     PROTOCOL_VERSION,
 )
-from protocols.ratelimit import KeyedRateLimit
 from protocols.v1 import (
     advert_pb2,
     common_pb2,
@@ -159,27 +156,24 @@ class PeerSession:
             ready=self.hello_received,
             is_moving=lambda: node.moving(self),
         )
-        self._pending: list[advert_pb2.Advert] = []
-        self._pending_frames: list[control_pb2.ControlFrame] = []
-        #: Bytes reserved for control frames queued or being written (released as written).
-        self._queued_bytes = 0
+        #: What waits to be written on our control stream.
+        self.outbox = ControlOutbox(
+            self.peer, node.config.limits, node.resources, node.report_error
+        )
         self._control_partial_reserved = 0
-        self._wake_writer = trio.Event()
         self._pings: dict[int, int] = {}
         self._closing = False
         #: Whether the session had links when it ended (the node then reconnects).
         self.had_links = False
         self._serving_control = False
-        self._sent_frames = itertools.count(1)
         self._last_heard = trio.current_time()
         self._nursery: trio.Nursery | None = None
         self._writer: FrameWriter | None = None
         self._ctl_stream: INetStream | None = None
-        config = node.config
-        self._control_limit = KeyedRateLimit(
-            config.control_rate, config.control_burst, trio.current_time, max_keys=1
+        #: Refuses control requests over the peer's rate, and oversized pings.
+        self._admission = ControlAdmission(
+            self.peer, node.config, self.stats, node.resources, self._queue_frame, node.report_error
         )
-        self._last_refusal_reported = -math.inf
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -232,8 +226,7 @@ class PeerSession:
         finally:
             self._nursery = None
             resources = self.node.resources
-            resources.release(self.peer, "memory", self._queued_bytes, "control_queue")
-            self._queued_bytes = 0
+            self.outbox.release()
             resources.release(self.peer, "memory", self._control_partial_reserved, "partial_frames")
             self._control_partial_reserved = 0
             resources.forget_peer(self.peer)
@@ -251,10 +244,10 @@ class PeerSession:
         nursery = self._nursery
         if nursery is None:
             return
-        if self._has_last_words() and not self._closing:
+        if self.outbox.has_last_words() and not self._closing:
             # Let the writer deliver the Result that says why (at most one second).
             self._closing = True
-            self._wake_writer.set()
+            self.outbox.wake()
             nursery.start_soon(self._cancel_after, 1.0)
             return
         if error is None and self.inbound and not self._closing:
@@ -270,8 +263,7 @@ class PeerSession:
         """End the session because the peer keeps exceeding its limits: tell it why (one
         Result, outside the control queue's budget), then close."""
         if self._nursery is not None and self.error is None:
-            self._pending_frames.append(control_result(error))
-            self._wake_writer.set()
+            self.outbox.queue_last_words(control_result(error))
         self.close(error)
 
     def abort(self) -> None:
@@ -284,9 +276,6 @@ class PeerSession:
             await self.links.wait_closed()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-
-    def _has_last_words(self) -> bool:
-        return any(f.WhichOneof("body") == "result" for f in self._pending_frames)
 
     async def _cancel_after(self, delay: float) -> None:
         await trio.sleep(delay)
@@ -320,57 +309,12 @@ class PeerSession:
 
     def queue_advert(self, advert: advert_pb2.Advert) -> None:
         """Queue an advert; the writer sends queued adverts as one batch."""
-        self._pending.append(advert)
-        self._wake_writer.set()
+        self.outbox.queue_advert(advert)
 
     def _queue_frame(self, frame: control_pb2.ControlFrame) -> bool:
-        """Queue ``frame`` for the writer, within the control queue's bounds; False (and the
-        refusal counted and reported) when it does not fit."""
-        limits = self.node.config.limits
-        size = frame.ByteSize() + 16  # the header the writer stamps, and the length prefix
-        if len(self._pending_frames) >= limits.control_queue_frames:
-            error = ResourceLimitExceeded(
-                f"{self.peer} has {len(self._pending_frames)} control frames queued "
-                f"(the limit); it does not read its control stream",
-                resource="memory",
-                use="control_queue",
-                scope="peer",
-                size=1,
-                limit=limits.control_queue_frames,
-                peer=self.peer,
-            )
-            self.node.resources.count_refusal(error)
-            self.node.report_error(error, peer=self.peer)
-            return False
-        if self._queued_bytes + size > limits.control_queue_bytes:
-            error = ResourceLimitExceeded(
-                f"{self.peer} has {self._queued_bytes} bytes of control frames queued; "
-                f"{size} more would pass the limit of {limits.control_queue_bytes}",
-                resource="memory",
-                use="control_queue",
-                scope="peer",
-                size=size,
-                limit=limits.control_queue_bytes,
-                peer=self.peer,
-            )
-            self.node.resources.count_refusal(error)
-            self.node.report_error(error, peer=self.peer)
-            return False
-        try:
-            self.node.resources.reserve(self.peer, "memory", size, "control_queue")
-        except ResourceLimitExceeded as exc:
-            self.node.report_error(exc, peer=self.peer)
-            return False
-        self._queued_bytes += size
-        self._pending_frames.append(frame)
-        self._wake_writer.set()
-        return True
-
-    def _stamped(self, frame: control_pb2.ControlFrame) -> control_pb2.ControlFrame:
-        """Give an outgoing control frame its send time and its sequence number (from 1)."""
-        frame.header.timestamp_us = now_us()
-        frame.header.sequence = next(self._sent_frames)
-        return frame
+        """Queue ``frame`` within the control queue's bounds; False when refused (see
+        :meth:`ControlOutbox.queue_frame`)."""
+        return self.outbox.queue_frame(frame)
 
     async def _run_control_writer(self) -> None:
         try:
@@ -381,34 +325,18 @@ class PeerSession:
         writer = FrameWriter(stream, MAX_CONTROL_FRAME_SIZE)
         self._writer = writer
         # The hello carries the full current set; adverts queued before it are in it.
-        self._pending.clear()
-        await writer.write_message(self._stamped(self._hello()))
+        self.outbox.discard_adverts()
+        await writer.write_message(self.outbox.stamped(self._hello()))
         try:
             while True:
-                await self._wake_writer.wait()
-                self._wake_writer = trio.Event()
-                frames, self._pending_frames = self._pending_frames, []
-                taken = self._queued_bytes
-                if self._pending:
-                    adverts, self._pending = self._pending, []
-                    for start in range(0, len(adverts), 512):
-                        batch = advert_pb2.AdvertBatch(adverts=adverts[start : start + 512])
-                        frames.append(control_pb2.ControlFrame(adverts=batch))
-                if frames:
-                    # Still reserved while being written (released once written).
-                    await writer.write_messages(self._stamped(f) for f in frames)
-                    self._queued_bytes -= taken
-                    self.node.resources.release(self.peer, "memory", taken, "control_queue")
-                if self._closing and not self._has_last_words():
+                await self.outbox.write_next(writer)
+                if self._closing and not self.outbox.has_last_words():
                     self.close()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 # Last words: a Result queued as the session failed (say, a version mismatch)
                 # must reach the peer before the stream closes.
-                last = [f for f in self._pending_frames if f.WhichOneof("body") == "result"]
-                if last and not writer.broken:
-                    with contextlib.suppress(ConnectionLost):
-                        await writer.write_messages(self._stamped(f) for f in last)
+                await self.outbox.write_last_words(writer)
                 await end_stream_quietly(stream, writer)
 
     def _watched(self) -> bool:
@@ -538,29 +466,12 @@ class PeerSession:
 
     def _on_frame(self, frame: control_pb2.ControlFrame) -> None:
         kind = frame.WhichOneof("body")
-        if kind in ("adverts", "ping") and not self._control_limit.allow(None):
-            self._refuse_over_rate(kind, frame.header.sequence)
+        if not self._admission.admit(frame):
             return
         if kind == "adverts":
             self._apply_adverts(frame.adverts.adverts, frame.header.sequence)
             self.reconcile()
         elif kind == "ping":
-            limit = self.node.config.limits.ping_payload
-            if len(frame.ping.payload) > limit:
-                error = ResourceLimitExceeded(
-                    f"{self.peer} sent a ping with {len(frame.ping.payload)} bytes of payload, "
-                    f"over the {limit}-byte limit; not answered",
-                    resource="memory",
-                    use="ping_payload",
-                    scope="peer",
-                    size=len(frame.ping.payload),
-                    limit=limit,
-                    peer=self.peer,
-                )
-                self.node.resources.count_refusal(error)
-                self.node.report_error(error, peer=self.peer)
-                self._queue_frame(control_result(error, frame.header.sequence))
-                return
             pong = ping_pb2.Pong(
                 nonce=frame.ping.nonce,
                 ping_sent_us=frame.ping.sent_us,
@@ -587,24 +498,6 @@ class PeerSession:
             self.node.report_error(reported, peer=self.peer)
         elif kind == "hello":
             raise ProtocolError(f"{self.peer} sent a second hello")
-
-    def _refuse_over_rate(self, kind: str, nonce: int) -> None:
-        """Drop a control request over the peer's rate (counted); at most once a second, tell
-        the peer (a ``RATE_LIMITED`` Result answering it) and the application."""
-        self.stats.rate_limited += 1
-        now = trio.current_time()
-        if now - self._last_refusal_reported < 1.0:
-            return
-        self._last_refusal_reported = now
-        config = self.node.config
-        error = RateLimited(
-            f"{self.peer} sent control requests ({kind}) faster than {config.control_rate:g}/s "
-            f"(burst {config.control_burst}); {self.stats.rate_limited} refused so far",
-            limit=config.control_rate,
-            peer=self.peer,
-        )
-        self._queue_frame(control_result(error, nonce))
-        self.node.report_error(error, peer=self.peer)
 
     def _apply_adverts(self, adverts: Any, nonce: int) -> None:
         for wire in adverts:
