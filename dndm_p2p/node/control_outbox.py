@@ -7,12 +7,18 @@ resource manager (``memory``/``control_queue``) until written; a frame over the 
 queued, and the refusal is counted and reported against the peer.  Every frame written gets its
 send time and a sequence number (from 1, in writing order).  "Last words" (a ``Result`` queued
 as the session fails) may be queued outside the budget and are written before the stream closes.
+
+The writer is paced: it writes at most one batch of frames per ``min_interval`` seconds, and
+whatever is queued meanwhile goes into the next batch.  So a node whose handles come and go
+quickly sends few, full frames, and stays within its peers' control rate limits (see
+``NodeConfig.control_rate``), which refuse frames beyond their rate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Callable
 
 import trio
@@ -41,8 +47,12 @@ class ControlOutbox:
         limits: ResourceLimits,
         resources: ResourceManager,
         report_error: Callable[..., None],
+        *,
+        min_interval: float = 0.0,
     ) -> None:
         self.peer = peer
+        self._min_interval = min_interval
+        self._last_write = -math.inf
         self._limits = limits
         self._resources = resources
         self._report_error = report_error
@@ -128,6 +138,8 @@ class ControlOutbox:
         """Wait to be woken, then write everything queued (frames, then advert batches); the
         frames' bytes stay reserved until written."""
         await self._wake_writer.wait()
+        # Pacing: what arrives within min_interval of the last write joins the next batch.
+        await trio.sleep_until(self._last_write + self._min_interval)
         self._wake_writer = trio.Event()
         frames, self._pending_frames = self._pending_frames, []
         taken = self._queued_bytes
@@ -137,6 +149,7 @@ class ControlOutbox:
                 batch = advert_pb2.AdvertBatch(adverts=adverts[start : start + _ADVERT_BATCH])
                 frames.append(control_pb2.ControlFrame(adverts=batch))
         if frames:
+            self._last_write = trio.current_time()
             await writer.write_messages(self.stamped(f) for f in frames)
             self._queued_bytes -= taken
             self._resources.release(self.peer, "memory", taken, "control_queue")

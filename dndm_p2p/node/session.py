@@ -74,6 +74,10 @@ if TYPE_CHECKING:
     from libp2p.peer.id import ID
     from trio_typing import TaskStatus  # py-libp2p installs trio-stubs, which mypy prefers
 
+#: The session writes control batches at most ``control_rate / CONTROL_PACING`` times a second,
+#: a third below the rate its peers admit by default.
+CONTROL_PACING = 1.5
+
 __all__ = ["PeerSession", "PeerStats", "SessionHost"]
 
 
@@ -158,7 +162,11 @@ class PeerSession:
         )
         #: What waits to be written on our control stream.
         self.outbox = ControlOutbox(
-            self.peer, node.config.limits, node.resources, node.report_error
+            self.peer,
+            node.config.limits,
+            node.resources,
+            node.report_error,
+            min_interval=CONTROL_PACING / node.config.control_rate,
         )
         self._control_partial_reserved = 0
         self._pings: dict[int, int] = {}
