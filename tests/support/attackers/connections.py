@@ -111,6 +111,19 @@ async def reflect(bootstrap: str, claim: str, ports: list[int], route: str) -> N
                 raise Unavailable(f"the reflector dials nobody but its bootstrap, not {addr}")
             return await super().connect(addr, keep=keep)
 
+    # Discovery dials through the node's session table, not through Node.connect: refuse
+    # there too (this process is the attacker's own; nothing else runs in it).
+    from dndm_p2p.node.session_table import SessionTable
+
+    join = SessionTable.join
+
+    async def join_bootstrap_only(table: SessionTable, addr: str, *, keep: bool = True) -> str:
+        if addr != bootstrap:
+            raise Unavailable(f"the reflector dials nobody but its bootstrap, not {addr}")
+        return await join(table, addr, keep=keep)
+
+    SessionTable.join = join_bootstrap_only  # type: ignore[method-assign]
+
     config = NodeConfig(
         name="reflector",
         gossip=GossipConfig(min_interval=0.05, refresh=10.0, advert_ttl=30.0),
