@@ -324,9 +324,22 @@ class SuiteResults:
 
 
 def _dndm_config(name: str) -> Any:
-    from dndm_p2p.config import NodeConfig
+    """Both nodes of the suite.  A publisher never waits for a remote subscriber (it drops for
+    it past its queue bound), so the lossless one-way runs need a publisher that chooses to
+    buffer a whole run for its trusted subscriber: queue bound and memory budgets sized to the
+    largest run (500,000 64-byte messages; 200 MiB of 1 MiB messages)."""
+    from dndm_p2p.config import NodeConfig, ResourceLimits
 
-    return NodeConfig(name=name, compression=False)
+    mib = 1 << 20
+    limits = ResourceLimits(
+        peer_memory=1024 * mib,
+        node_memory=1024 * mib,
+        link_depth=1 << 20,
+        link_queue_bytes=512 * mib,
+        peer_queue_slots=1 << 21,
+        node_queue_slots=1 << 21,
+    )
+    return NodeConfig(name=name, compression=False, link_queue_depth=1 << 20, limits=limits)
 
 
 async def dndm_server() -> None:
