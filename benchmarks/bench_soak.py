@@ -158,7 +158,10 @@ def victim_counters(node: Any, intent: Any, events: Counter[str]) -> dict[str, i
             counters.update(_int_fields("gossip", discovery.gossip.stats))
     # A resource manager, rate limits or connection limits, under whatever name they land.
     for name in ("resources", "resource_manager", "limits", "rate_limits", "counters"):
-        counters.update(_int_fields(name, getattr(node, name, None)))
+        value = getattr(node, name, None)
+        if callable(value):  # node.counters(), node.resources(): snapshots
+            value = value()
+        counters.update(_int_fields(name, value))
     for session in list(node._sessions.values()):
         for key, value in _int_fields("sessions", session.stats).items():
             if "rtt" not in key:  # a measure, not a counter
