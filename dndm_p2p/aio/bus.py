@@ -10,6 +10,7 @@ is imported when an :class:`Node` is entered.
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -40,15 +41,16 @@ B = TypeVar("B", "TrioRouter", "TrioNode")
 AioCallback = Callable[[T], None] | Callable[[T], Awaitable[None]]
 
 
-class _Bus(Generic[B]):
+class _Bus(ABC, Generic[B]):
     """What the asyncio router and node share: the runtime, the held trio object, declaring."""
 
     def __init__(self) -> None:
         self._runtime: GuestRuntime | None = None
         self._held: Held[B] | None = None
 
+    @abstractmethod
     def _make(self) -> AbstractAsyncContextManager[B]:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
     async def __aenter__(self) -> Self:
         if self._runtime is not None:
@@ -95,8 +97,9 @@ class _Bus(Generic[B]):
             raise Closed("not open: use 'async with'")
         return self._held.value
 
+    @abstractmethod
     def _router(self) -> TrioRouter:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
     def publish(
         self, route: str | Route, msg_type: type[T], *, no_interest: NoInterestPolicy = "drop"

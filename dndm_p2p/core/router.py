@@ -24,7 +24,7 @@ from dndm_p2p.core.lowlevel import RouterLowLevel
 from dndm_p2p.core.pattern import Pattern, is_pattern
 from dndm_p2p.core.qos import NoInterestPolicy, Overflow, QoS
 from dndm_p2p.core.route import PlainRoute, Route, message_full_name, parse_route
-from dndm_p2p.core.rpc import Caller, Handler, RpcConfig, Service
+from dndm_p2p.core.rpc import RpcEndpoints
 from dndm_p2p.errors import Closed, ConfigError, RouteError, TypeMismatch
 from dndm_p2p.nurseries import StackOwner, open_owned_nursery
 
@@ -44,7 +44,7 @@ class RouteInfo:
     interests: int
 
 
-class Router(StackOwner):
+class Router(RpcEndpoints, StackOwner):
     """Links intents and interests in one process.
 
     Use it as an async context manager::
@@ -112,35 +112,6 @@ class Router(StackOwner):
         if self._nursery is None:
             raise Closed("the router is not open: use 'async with Router() as router'")
         return self._nursery
-
-    # -- request/reply -------------------------------------------------------------------------
-
-    def caller(
-        self,
-        path: str,
-        request_type: type[Req],
-        reply_type: type[Resp],
-        *,
-        timeout: float | None = None,
-        config: RpcConfig | None = None,
-    ) -> Caller[Req, Resp]:
-        """A :class:`~dndm_p2p.core.rpc.Caller` of the services of ``path`` (enter it to use it)."""
-        return Caller(self, path, request_type, reply_type, timeout=timeout, config=config)
-
-    def service(
-        self,
-        path: str,
-        request_type: type[Req],
-        reply_type: type[Resp],
-        handler: Handler[Req, Resp],
-        *,
-        concurrency: int | None = None,
-        config: RpcConfig | None = None,
-    ) -> Service[Req, Resp]:
-        """A :class:`~dndm_p2p.core.rpc.Service` answering ``path`` with ``handler`` (enter it)."""
-        return Service(
-            self, path, request_type, reply_type, handler, concurrency=concurrency, config=config
-        )
 
     # -- declarations --------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, cast
 
 import trio
 from google.protobuf.message import DecodeError, Message
@@ -824,3 +824,37 @@ class _ReplySender:
         envelope.error.message = message
         envelope.error.kind = kind
         await self._put(envelope)
+
+
+class RpcEndpoints:
+    r"""``caller()`` and ``service()`` for a class whose instances are :class:`Declarer`\ s (the
+    router and the node): both make their endpoints the same way."""
+
+    def caller(
+        self,
+        path: str,
+        request_type: type[Req],
+        reply_type: type[Resp],
+        *,
+        timeout: float | None = None,
+        config: RpcConfig | None = None,
+    ) -> Caller[Req, Resp]:
+        """A :class:`Caller` of the services of ``path`` (enter it to use it)."""
+        bus = cast(Declarer, self)
+        return Caller(bus, path, request_type, reply_type, timeout=timeout, config=config)
+
+    def service(
+        self,
+        path: str,
+        request_type: type[Req],
+        reply_type: type[Resp],
+        handler: Handler[Req, Resp],
+        *,
+        concurrency: int | None = None,
+        config: RpcConfig | None = None,
+    ) -> Service[Req, Resp]:
+        """A :class:`Service` answering ``path`` with ``handler`` (enter it to use it)."""
+        bus = cast(Declarer, self)
+        return Service(
+            bus, path, request_type, reply_type, handler, concurrency=concurrency, config=config
+        )

@@ -38,7 +38,7 @@ from dndm_p2p.core.interest import Interest
 from dndm_p2p.core.qos import Overflow, QoS, SlowSubscriberMode
 from dndm_p2p.core.route import Route
 from dndm_p2p.core.router import Router
-from dndm_p2p.core.rpc import Caller, Handler, RpcConfig, Service
+from dndm_p2p.core.rpc import RpcEndpoints
 from dndm_p2p.discovery.component import Discovery
 from dndm_p2p.errors import (
     Closed,
@@ -96,7 +96,7 @@ _MAX_KEPT_ERRORS = 100
 _ADDRESS_BOOK_SAVE = 30.0
 
 
-class Node(StackOwner):
+class Node(RpcEndpoints, StackOwner):
     """A DNDM node on libp2p (see the module docstring)."""
 
     def __init__(
@@ -365,35 +365,6 @@ class Node(StackOwner):
         if self.nat is not None:
             return self.nat.advertised_addrs()
         return list(self.host.get_transport_addrs())
-
-    # -- request/reply -------------------------------------------------------------------------
-
-    def caller(
-        self,
-        path: str,
-        request_type: type[Req],
-        reply_type: type[Resp],
-        *,
-        timeout: float | None = None,
-        config: RpcConfig | None = None,
-    ) -> Caller[Req, Resp]:
-        """A :class:`~dndm_p2p.core.rpc.Caller` of the services of ``path`` (enter it to use it)."""
-        return Caller(self, path, request_type, reply_type, timeout=timeout, config=config)
-
-    def service(
-        self,
-        path: str,
-        request_type: type[Req],
-        reply_type: type[Resp],
-        handler: Handler[Req, Resp],
-        *,
-        concurrency: int | None = None,
-        config: RpcConfig | None = None,
-    ) -> Service[Req, Resp]:
-        """A :class:`~dndm_p2p.core.rpc.Service` answering ``path`` with ``handler`` (enter it)."""
-        return Service(
-            self, path, request_type, reply_type, handler, concurrency=concurrency, config=config
-        )
 
     # -- declarations -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ called on a thread pool (``callback_workers`` threads; with one, in order).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
@@ -37,7 +38,7 @@ T = TypeVar("T", bound=Message)
 B = TypeVar("B", "TrioRouter", "TrioNode")
 
 
-class _Bus(Generic[B]):
+class _Bus(ABC, Generic[B]):
     """What the blocking router and node share: the thread, the held trio object, declaring."""
 
     def __init__(self, callback_workers: int) -> None:
@@ -46,8 +47,9 @@ class _Bus(Generic[B]):
         self._callback_workers = callback_workers
         self._pool: ThreadPoolExecutor | None = None
 
+    @abstractmethod
     def _make(self) -> AbstractAsyncContextManager[B]:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
     def open(self) -> Self:
         """Start the thread and the trio object; :meth:`close` (or leaving ``with``) ends them."""
@@ -100,8 +102,9 @@ class _Bus(Generic[B]):
             raise Closed("not open: use 'with' or open()")
         return self._held.value
 
+    @abstractmethod
     def _router(self) -> TrioRouter:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
     def publish(
         self, route: str | Route, msg_type: type[T], *, no_interest: NoInterestPolicy = "drop"
