@@ -65,9 +65,13 @@ def rss() -> int:
 
 
 def accounted(node: Node) -> int:
-    """The memory the node's resource manager accounts (0 on code without one)."""
+    """The most memory the node's resource manager accounts to any one peer (the attacker
+    holds the most; the legitimate subscriber's share is not the attacker's budget); 0 on
+    code without a resource manager."""
     snapshot = getattr(node, "resources", None)
-    return int(snapshot().node["memory"]) if snapshot is not None else 0
+    if snapshot is None:
+        return 0
+    return max((int(use.get("memory", 0)) for use in snapshot().peers.values()), default=0)
 
 
 @dataclass
